@@ -1,0 +1,1 @@
+"""builder: see README.md."""

@@ -1,0 +1,1 @@
+"""Dockerfile templates rendered by `kiln build` (data, not code)."""

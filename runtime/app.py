@@ -1,0 +1,124 @@
+"""The app factory: a service folder in, a Flask app with the built-in and the user's routes out.
+
+`create_app` imports the user's code but never runs `load()`: gunicorn calls
+`Service.health.start()` in each worker after fork (see runtime/server.py), and the test
+client helper calls it synchronously. When the user's code does not import, the app still
+starts: health and predict answer 503 with the reason, so a failed start is visible.
+"""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from flask import Flask
+
+from runtime import responses, routes
+from runtime.config import ServiceConfig, load_service
+from runtime.errors import UserCodeError
+from runtime.health import Health
+from runtime.loader import UserCode, describe, load_user_code
+
+log = logging.getLogger("kiln.app")
+
+#: Defaults under service.yaml's flask: and FLASK_* variables.
+FLASK_DEFAULTS: dict[str, Any] = {"MAX_CONTENT_LENGTH": 10 * 1024 * 1024}
+
+
+@dataclass
+class Service:
+    """Everything the runtime knows about the service it serves, kept in app.extensions['kiln']."""
+
+    config: ServiceConfig
+    code: UserCode | None
+    health: Health
+    predictor: routes.Predictor | None
+    status_hooks: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
+    _gpu: dict[str, Any] | None = None
+
+    def status_extra(self) -> dict[str, Any]:
+        """Extra fields for the status route (a reload error, say), from registered hooks."""
+        extra: dict[str, Any] = {}
+        for hook in self.status_hooks:
+            extra.update(hook())
+        return extra
+
+    def gpu(self) -> dict[str, Any]:
+        """Whether this process sees a GPU; asked once, after load() (never before fork)."""
+        if self._gpu is None and self.health.finished.is_set():
+            self._gpu = detect_gpu()
+        return self._gpu or {"visible": False}
+
+
+def detect_gpu() -> dict[str, Any]:
+    """GPUs visible to this process: through torch when the service uses it, else /dev/nvidia*."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                count = torch.cuda.device_count()
+                names = [torch.cuda.get_device_name(i) for i in range(count)]
+                return {"visible": True, "count": count, "names": names, "cuda": torch.version.cuda}
+        except Exception as err:  # noqa: BLE001 - a broken driver is reported, not raised
+            return {"visible": False, "error": str(err)}
+    devices = sorted(glob.glob("/dev/nvidia[0-9]*"))
+    visible = os.environ.get("NVIDIA_VISIBLE_DEVICES", "")
+    if devices and visible not in ("void", "none"):
+        return {"visible": True, "count": len(devices)}
+    return {"visible": False}
+
+
+def flask_config(config: ServiceConfig) -> dict[str, Any]:
+    """Flask settings: FLASK_DEFAULTS, then service.yaml `flask:` (FLASK_* come after, in Flask)."""
+    return {**FLASK_DEFAULTS, **config.get("flask")}
+
+
+def _user_code(config: ServiceConfig) -> UserCode:
+    needs_predict = config.get("model") is None
+    code = load_user_code(config.root, needs_predict=needs_predict)
+    if code.predict is None and config.get("model") is not None:
+        from runtime import model
+
+        loaded = model.ModelPredictor(config.root, config.get("model")["path"])
+        code.predict, code.load = loaded.predict, loaded.load
+    return code
+
+
+def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
+    """Build the Flask app for the service folder ROOT (load() is not run here)."""
+    root = Path(root).resolve()
+    config = config or load_service(root)
+    app = Flask("kiln_service", root_path=str(root))
+    app.config.from_mapping(flask_config(config))
+    app.config.from_prefixed_env("FLASK")
+    responses.init_app(app)
+
+    code: UserCode | None = None
+    try:
+        code = _user_code(config)
+    except UserCodeError as err:
+        log.error("%s", err)
+        health = Health(None, lambda e: describe(e, root))
+        health.fail(str(err))
+    else:
+        health = Health(code.load, lambda e: describe(e, root))
+    predictor = None
+    if code is not None and code.predict is not None:
+        predictor = routes.Predictor(code.predict, code.preprocess,
+                                     config.get("predict.timeout"),
+                                     config.get("predict.accepts_file"))
+    app.extensions["kiln"] = Service(config, code, health, predictor)
+    routes.init_app(app)
+    if code is not None and code.blueprint is not None:
+        app.register_blueprint(code.blueprint)
+    return app
+
+
+def service_of(app: Flask) -> Service:
+    """The Service an app was built for."""
+    service: Service = app.extensions["kiln"]
+    return service

@@ -1,0 +1,293 @@
+"""service.yaml: one declared table of settings that validates the file and yields its JSON Schema.
+
+Every key of service.yaml is a `Setting` in `SETTINGS`, with its type, default and the values
+it allows. `load_service` reads and checks a file against the table; `json_schema` derives the
+schema that editors use from the same table, so the two never disagree.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from runtime.errors import ConfigError
+
+SERVICE_FILE = "service.yaml"
+ID_PATTERN = r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+ID_RULE = "at most 63 characters of a-z, 0-9 and '-', starting with a letter and ending with a letter or digit"
+
+#: size -> (CPUs, memory in GB, GPUs); `kiln run` and the builder's `docker run` line use it.
+SIZES: dict[str, tuple[float, int, int]] = {
+    "small": (1, 4, 0),
+    "large": (4, 16, 0),
+    "gpu": (8, 40, 1),
+}
+
+#: CUDA version -> default base image (NVIDIA's CUDA runtime with cuDNN) for the gpu target.
+CUDA_IMAGES: dict[str, str] = {
+    "11.8": "nvidia/cuda:11.8.0-cudnn8-runtime-ubuntu22.04",
+    "12.1": "nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04",
+    "12.4": "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04",
+    "12.6": "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04",
+    "12.8": "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04",
+}
+
+PYTHON_VERSIONS = ("3.10", "3.11", "3.12", "3.13")
+
+
+def check_id(value: str) -> str | None:
+    """Return why `value` is not a valid service id, or None when it is."""
+    if not isinstance(value, str) or not re.match(ID_PATTERN, value):
+        return f"{value!r} is not a valid id: {ID_RULE}"
+    return None
+
+
+def _upper_keys(value: dict[str, Any]) -> str | None:
+    lower = [k for k in value if not str(k).isupper()]
+    if lower:
+        return f"Flask reads upper-case keys only; {lower[0]!r} would be ignored"
+    return None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One key of service.yaml: its dotted name, type, default and what it allows."""
+
+    key: str
+    type: type | tuple[type, ...]
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    validator: Callable[[Any], str | None] | None = None
+    items: type | None = None  # element type of a list setting
+    json_type: str | None = None  # override of the JSON Schema type name
+
+    def check(self, value: Any) -> str | None:
+        """Return what is wrong with `value` for this setting, or None."""
+        # bool is an int in Python; a number setting must not take true/false.
+        if isinstance(value, bool) and self.type is not bool and bool not in _as_tuple(self.type):
+            return f"must be {_type_name(self.type)}, got {value!r}"
+        if not isinstance(value, self.type):
+            return f"must be {_type_name(self.type)}, got {value!r}"
+        if self.items is not None and any(not isinstance(v, self.items) for v in value):
+            return f"must be a list of {_type_name(self.items)}s"
+        if self.choices is not None and value not in self.choices:
+            return f"{value!r} is not allowed; allowed: {', '.join(map(str, self.choices))}"
+        if self.validator is not None:
+            return self.validator(value)
+        return None
+
+
+def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
+    return t if isinstance(t, tuple) else (t,)
+
+
+_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+          list: "a list", dict: "a mapping"}
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    return " or ".join(_NAMES.get(x, x.__name__) for x in _as_tuple(t))
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else f"must be greater than 0, got {value!r}"
+
+
+def _python(value: str) -> str | None:
+    if value in PYTHON_VERSIONS:
+        return None
+    return f"{value!r} is not supported; allowed: {', '.join(PYTHON_VERSIONS)} (quote it: \"3.11\")"
+
+
+def _model_path(value: dict[str, Any]) -> str | None:
+    if set(value) - {"path"} or not isinstance(value.get("path"), str):
+        return "must be a mapping with one key, path: a joblib or pickle file, or module:Class"
+    return None
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("id", str, None, "Service id: DNS-safe name used in URLs, images and metrics.",
+            validator=check_id),
+    Setting("title", str, None, "Human title shown in /docs."),
+    Setting("version", str, "0.1.0", "Service version shown in /docs and image labels."),
+    Setting("description", str, "", "What the service does, shown in /docs."),
+    Setting("target", str, "cpu", "Image target.", choices=("cpu", "gpu")),
+    Setting("size", str, "small", "Resources: small (1 CPU, 4 GB), large (4 CPU, 16 GB), "
+            "gpu (8 CPU, 40 GB, 1 GPU).", choices=tuple(SIZES)),
+    Setting("python", str, "3.11", "Python version of the image.", validator=_python),
+    Setting("packages", list, [], "pip requirements installed into the image, and only these.",
+            items=str),
+    Setting("system_packages", list, [], "Debian/Ubuntu packages installed with apt.", items=str),
+    Setting("cuda", str, "12.4", "CUDA version for the gpu target.", choices=tuple(CUDA_IMAGES)),
+    Setting("model", dict, None, "Saved model the runtime loads: {path: model.joblib} "
+            "(joblib, pickle, or module:Class).", validator=_model_path),
+    Setting("predict.timeout", (int, float), 60, "Seconds one prediction may take before 504.",
+            validator=_positive, json_type="number"),
+    Setting("predict.accepts_file", bool, False, "Input is base64, decoded to a temporary file "
+            "whose path predict() receives."),
+    Setting("flask", dict, {}, "Key-value pairs set on Flask's app.config.", validator=_upper_keys),
+    Setting("gunicorn", dict, {}, "Key-value gunicorn settings; bind may not be set here."),
+    Setting("auth.mode", str, "none", "Who may call the service.", choices=("none", "token", "sigv4")),
+    Setting("auth.docs_public", bool, True, "/docs and /docs/specs.json stay open when auth is on."),
+    Setting("docs", bool, True, "Serve /docs and /docs/specs.json."),
+    Setting("metrics.public", bool, False, "/metrics stays open when auth is on."),
+    Setting("capture.dir", str, "captures", "Folder for captured requests and responses."),
+    Setting("capture.bodies", bool, True, "Capture request and response bodies, not only metadata."),
+)
+
+BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+#: Sections whose keys are the settings' dotted children (flask and gunicorn are free mappings).
+SECTIONS: dict[str, list[str]] = {}
+for _s in SETTINGS:
+    if "." in _s.key:
+        SECTIONS.setdefault(_s.key.split(".")[0], []).append(_s.key.split(".", 1)[1])
+REQUIRED = ("id",)
+#: Sections that are off unless the file names them.
+OPTIONAL_SECTIONS = ("capture",)
+
+
+@dataclass
+class ServiceConfig:
+    """A validated service.yaml with every default filled in."""
+
+    root: Path
+    values: dict[str, Any] = field(default_factory=dict)
+    present: frozenset[str] = frozenset()
+
+    def get(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def id(self) -> str:
+        return str(self.values["id"])
+
+    @property
+    def title(self) -> str:
+        return str(self.values["title"])
+
+    @property
+    def version(self) -> str:
+        return str(self.values["version"])
+
+    def enabled(self, section: str) -> bool:
+        """Whether an optional section (capture) was written in the file."""
+        return section in self.present
+
+    @property
+    def path(self) -> Path:
+        return self.root / SERVICE_FILE
+
+
+def parse_service(data: Any, source: str = SERVICE_FILE) -> dict[str, Any]:
+    """Check a parsed service.yaml mapping against SETTINGS; return flat dotted values with defaults.
+
+    Raises ConfigError with one line naming `source`, the key and what is allowed.
+    """
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}: {problem}")
+
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: must be a mapping of settings, got {type(data).__name__}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        key = str(key)
+        if key in SECTIONS:
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise fail(key, f"must be a mapping with keys {', '.join(SECTIONS[key])}")
+            for sub, subvalue in value.items():
+                dotted = f"{key}.{sub}"
+                if dotted not in BY_KEY:
+                    raise fail(dotted, f"unknown key; allowed in {key}: {', '.join(SECTIONS[key])}")
+                values[dotted] = subvalue
+        elif key in BY_KEY:
+            values[key] = value
+        else:
+            allowed = sorted({s.key.split(".")[0] for s in SETTINGS})
+            raise fail(key, f"unknown key; allowed: {', '.join(allowed)}")
+    for key in REQUIRED:
+        if values.get(key) is None:
+            raise fail(key, f"is required ({BY_KEY[key].help})")
+    for key, value in values.items():
+        setting = BY_KEY[key]
+        if setting.type is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key == "python":
+                raise fail(key, f"{value!r} must be quoted, e.g. \"3.11\" (YAML reads 3.10 as 3.1)")
+            value = values[key] = str(value)
+        problem = setting.check(value)
+        if problem:
+            raise fail(key, problem)
+    out = {s.key: _copy(s.default) for s in SETTINGS}
+    out.update(values)
+    if out["title"] is None:
+        out["title"] = out["id"]
+    return out
+
+
+def _copy(value: Any) -> Any:
+    return type(value)(value) if isinstance(value, (list, dict)) else value
+
+
+def load_service(root: str | Path) -> ServiceConfig:
+    """Read and validate ROOT/service.yaml."""
+    root = Path(root)
+    path = root / SERVICE_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path}: not found; a service folder holds a {SERVICE_FILE} "
+                          f"(create one with `kiln new-service NAME`)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from err
+    present = frozenset(str(k) for k in data) if isinstance(data, dict) else frozenset()
+    return ServiceConfig(root=root, values=parse_service(data, str(path)), present=present)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of service.yaml, derived from SETTINGS."""
+    kinds = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array",
+             dict: "object"}
+
+    def prop(s: Setting) -> dict[str, Any]:
+        out: dict[str, Any] = {"description": s.help}
+        out["type"] = s.json_type or kinds[_as_tuple(s.type)[0]]
+        if s.choices:
+            out["enum"] = list(s.choices)
+        if s.items is not None:
+            out["items"] = {"type": kinds[s.items]}
+        if s.default not in (None, [], {}):
+            out["default"] = s.default
+        if s.key == "id":
+            out["pattern"] = ID_PATTERN
+            out["maxLength"] = 63
+        if s.key == "python":
+            out["enum"] = list(PYTHON_VERSIONS)
+        return out
+
+    properties: dict[str, Any] = {}
+    for s in SETTINGS:
+        if "." in s.key:
+            section, sub = s.key.split(".", 1)
+            block = properties.setdefault(section, {"type": "object", "properties": {},
+                                                    "additionalProperties": False})
+            block["properties"][sub] = prop(s)
+        else:
+            properties[s.key] = prop(s)
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "kiln service.yaml",
+        "type": "object",
+        "required": list(REQUIRED),
+        "properties": properties,
+        "additionalProperties": False,
+    }

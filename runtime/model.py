@@ -1,0 +1,55 @@
+"""Serve a saved model with no code: service.yaml `model: {path: ...}`.
+
+The path is a joblib or pickle file inside the service folder, or `module:Class` (a class with
+a `predict` method, built without arguments). predict() calls the model's predict on the rows.
+"""
+from __future__ import annotations
+
+import importlib
+import pickle
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import UserCodeError
+
+
+class ModelPredictor:
+    """Loads the model in load() (after fork, in each worker) and predicts on input rows."""
+
+    def __init__(self, root: Path, path: str):
+        self.root = root
+        self.path = path
+        self.model: Any = None
+
+    def load(self) -> None:
+        if ":" in self.path and not (self.root / self.path).exists():
+            module, _, name = self.path.partition(":")
+            try:
+                cls = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError) as err:
+                raise UserCodeError(f"model {self.path}: cannot import: {err}") from err
+            self.model = cls()
+        else:
+            file = self.root / self.path
+            if not file.is_file():
+                raise UserCodeError(f"model file {file} not found; save your model there "
+                                    f"(joblib.dump(model, {self.path!r}))")
+            try:
+                if file.suffix in (".pkl", ".pickle"):
+                    with file.open("rb") as handle:
+                        self.model = pickle.load(handle)  # noqa: S301 - the user's own file
+                else:
+                    import joblib
+
+                    self.model = joblib.load(file)
+            except Exception as err:
+                raise UserCodeError(f"model file {file} could not be loaded: "
+                                    f"{type(err).__name__}: {err}") from err
+        if not callable(getattr(self.model, "predict", None)):
+            raise UserCodeError(f"model {self.path}: {type(self.model).__name__} has no predict method")
+
+    def predict(self, *rows: Any) -> Any:
+        """The model's predict over rows; plain numbers (one row spread by predict) are one row."""
+        if all(isinstance(row, (list, tuple)) for row in rows):
+            return self.model.predict(list(rows))
+        return self.model.predict([list(rows)])

@@ -1,0 +1,100 @@
+"""Request ids, JSON errors and the JSON encoding every kiln response shares."""
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+
+from flask import Flask, Request, Response, current_app, g, request
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
+
+log = logging.getLogger("kiln.app")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_GOOD_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, plus numpy arrays and scalars (anything with tolist()) as plain JSON."""
+
+    sort_keys = False
+    ensure_ascii = False
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        tolist = getattr(o, "tolist", None)
+        if callable(tolist):
+            return tolist()
+        if isinstance(o, (set, frozenset)):
+            return list(o)
+        return DefaultJSONProvider.default(o)
+
+
+class JSONRequest(Request):
+    """Flask's request, saying why a JSON body could not be parsed (Flask only does in debug)."""
+
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        if e is None:
+            return super().on_json_loading_failed(e)
+        raise BadRequest(f"malformed JSON body: {e}") from e
+
+
+def request_id() -> str:
+    """The current request's id: the caller's X-Request-ID when sane, else a new one."""
+    rid: str | None = g.get("request_id")
+    if rid is None:
+        given = request.headers.get(REQUEST_ID_HEADER)
+        rid = given if given and _GOOD_ID.fullmatch(given) else uuid.uuid4().hex
+        g.request_id = rid
+    return rid
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """A JSON error response `{"error", "request_id"}`."""
+    response = current_app.json.response({"error": message, "request_id": request_id()})
+    response.status_code = status
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _before() -> Response | None:
+    request_id()
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    length = request.content_length
+    if limit is not None and length is not None and length > limit:
+        # Answer from the header alone, before anything reads the body.
+        return error(413, f"request body of {length} bytes is larger than the limit of "
+                          f"{limit} bytes (flask MAX_CONTENT_LENGTH)")
+    return None
+
+
+def _after(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = request_id()
+    return response
+
+
+def _http_error(err: HTTPException) -> Response:
+    if isinstance(err, RequestEntityTooLarge):
+        return error(413, "request body is larger than the limit (flask MAX_CONTENT_LENGTH)")
+    headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
+    return error(err.code or 500, err.description or err.name, headers)
+
+
+def _unhandled(err: Exception) -> Response:
+    log.exception("unhandled error in %s %s [request_id=%s]", request.method, request.path,
+                  request_id())
+    return error(500, f"internal error: {type(err).__name__}: {err}".rstrip(": "))
+
+
+def init_app(app: Flask) -> None:
+    """Give every response an X-Request-ID and every error a JSON body."""
+    app.json_provider_class = JSONProvider
+    app.request_class = JSONRequest
+    app.json = JSONProvider(app)
+    app.before_request(_before)
+    app.after_request(_after)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unhandled)

@@ -1,0 +1,1 @@
+"""Cookiecutter templates rendered by `kiln new-service` (data, not code)."""

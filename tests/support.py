@@ -1,0 +1,98 @@
+"""Test helpers: free ports, polling, and real kiln servers started and stopped by PID."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = Path(__file__).resolve().parent / "services"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll `condition` until it returns something truthy; return it, or None after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except Exception:  # noqa: BLE001 - the condition is not met yet
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)
+
+
+class Server:
+    """`kiln serve` (or another kiln command) as a real process on a free 127.0.0.1 port."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None,
+                 port: int | None = None, cwd: Path | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
+        self._log = log.open("wb")
+        command = [sys.executable, "-m", "runtime.cli", *args, "--port", str(self.port)]
+        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=full_env, cwd=cwd, start_new_session=True)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return requests.get(self.url + path, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return requests.post(self.url + path, timeout=kwargs.pop("timeout", 30), **kwargs)
+
+    def wait_live(self, timeout: float = 60.0) -> "Server":
+        """Wait until the server answers; fail the test with its output if it does not."""
+        def answers() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError("exited")
+            return self.get("/api/v1.0/health/live", timeout=2).status_code == 200
+
+        def live_or_dead() -> bool:
+            return self.proc.poll() is not None or bool(wait_for(answers, timeout=0))
+
+        wait_for(live_or_dead, timeout)
+        if self.proc.poll() is not None or not wait_for(answers, timeout=0):
+            self.stop()
+            pytest.fail(f"kiln server did not start (exit {self.proc.returncode}):\n{self.output()}")
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> "Server":
+        self.wait_live(timeout)
+        if not wait_for(lambda: self.get("/api/v1.0/health/status").status_code == 200, timeout):
+            pytest.fail(f"kiln server never became ready:\n{self.output()}")
+        return self
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM the process group we started, then SIGKILL it if it lingers."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
