@@ -1,0 +1,1 @@
+"""The benchmark's contestant apps (bare Flask, plain WSGI, rest-model-service's model class)."""
