@@ -73,7 +73,7 @@ class Setting:
         if not isinstance(value, self.type):
             return f"must be {_type_name(self.type)}, got {value!r}"
         if self.items is not None and any(not isinstance(v, self.items) for v in value):
-            return f"must be a list of {_type_name(self.items)}s"
+            return f"must be a list of {_ITEM_NAMES.get(self.items, self.items.__name__)}"
         if self.choices is not None and value not in self.choices:
             return f"{value!r} is not allowed; allowed: {', '.join(map(str, self.choices))}"
         if self.validator is not None:
@@ -85,6 +85,7 @@ def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
     return t if isinstance(t, tuple) else (t,)
 
 
+_ITEM_NAMES = {str: "strings", int: "integers", float: "numbers"}
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
           list: "a list", dict: "a mapping"}
 

@@ -107,8 +107,7 @@ def _import(module: str, root: Path) -> ModuleType | None:
     try:
         return importlib.import_module(name)
     except Exception as err:
-        raise UserCodeError(f"error while importing {PACKAGE}/{module}.py: "
-                            f"{describe(err, root)}") from err
+        raise UserCodeError(f"{describe(err, root)} (while importing {PACKAGE}/{module}.py)") from err
 
 
 def load_user_code(root: str | Path, *, needs_predict: bool = True) -> UserCode:
