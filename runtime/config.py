@@ -7,9 +7,10 @@ schema that editors use from the same table, so the two never disagree.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -57,7 +58,7 @@ class Setting:
     """One key of service.yaml: its dotted name, type, default and what it allows."""
 
     key: str
-    type: type | tuple[type, ...]
+    kind: type | tuple[type, ...]
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
@@ -68,11 +69,11 @@ class Setting:
     def check(self, value: Any) -> str | None:
         """Return what is wrong with `value` for this setting, or None."""
         # bool is an int in Python; a number setting must not take true/false.
-        if isinstance(value, bool) and self.type is not bool and bool not in _as_tuple(self.type):
-            return f"must be {_type_name(self.type)}, got {value!r}"
-        if not isinstance(value, self.type):
-            return f"must be {_type_name(self.type)}, got {value!r}"
-        if self.items is not None and any(not isinstance(v, self.items) for v in value):
+        if isinstance(value, bool) and self.kind is not bool and bool not in _as_tuple(self.kind):
+            return f"must be {_type_name(self.kind)}, got {value!r}"
+        if not isinstance(value, self.kind):
+            return f"must be {_type_name(self.kind)}, got {value!r}"
+        if self.items is not None and any(not isinstance(v, self.items) for v in cast(list, value)):
             return f"must be a list of {_ITEM_NAMES.get(self.items, self.items.__name__)}"
         if self.choices is not None and value not in self.choices:
             return f"{value!r} is not allowed; allowed: {', '.join(map(str, self.choices))}"
@@ -218,7 +219,7 @@ def parse_service(data: Any, source: str = SERVICE_FILE) -> dict[str, Any]:
             raise fail(key, f"is required ({BY_KEY[key].help})")
     for key, value in values.items():
         setting = BY_KEY[key]
-        if setting.type is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if setting.kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
             if key == "python":
                 raise fail(key, f"{value!r} must be quoted, e.g. \"3.11\" (YAML reads 3.10 as 3.1)")
             value = values[key] = str(value)
@@ -261,7 +262,7 @@ def json_schema() -> dict[str, Any]:
 
     def prop(s: Setting) -> dict[str, Any]:
         out: dict[str, Any] = {"description": s.help}
-        out["type"] = s.json_type or kinds[_as_tuple(s.type)[0]]
+        out["type"] = s.json_type or kinds[_as_tuple(s.kind)[0]]
         if s.choices:
             out["enum"] = list(s.choices)
         if s.items is not None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from flask import Blueprint
 
@@ -49,7 +50,7 @@ def _forget_schemas() -> None:
         from marshmallow import class_registry
     except ImportError:  # pragma: no cover - marshmallow is a dependency
         return
-    registry: dict[str, list[Any]] = class_registry._registry  # noqa: SLF001
+    registry: dict[str, list[Any]] = class_registry._registry
     for name in list(registry):
         kept = [c for c in registry[name] if not _is_user_module(c.__module__)]
         if kept:

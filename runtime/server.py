@@ -10,8 +10,9 @@ import math
 import os
 import shlex
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.config import Config

@@ -63,7 +63,7 @@ class Server:
     def post(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.post(self.url + path, timeout=kwargs.pop("timeout", 30), **kwargs)
 
-    def wait_live(self, timeout: float = 60.0) -> "Server":
+    def wait_live(self, timeout: float = 60.0) -> Server:
         """Wait until the server answers; fail the test with its output if it does not."""
         def answers() -> bool:
             if self.proc.poll() is not None:
@@ -79,7 +79,7 @@ class Server:
             pytest.fail(f"kiln server did not start (exit {self.proc.returncode}):\n{self.output()}")
         return self
 
-    def wait_ready(self, timeout: float = 60.0) -> "Server":
+    def wait_ready(self, timeout: float = 60.0) -> Server:
         self.wait_live(timeout)
         if not wait_for(lambda: self.get("/api/v1.0/health/status").status_code == 200, timeout):
             pytest.fail(f"kiln server never became ready:\n{self.output()}")
