@@ -10,7 +10,9 @@ Credentials come from the environment, never from the image:
 - sigv4: KILN_AUTH_KEYS (`id:secret,...`) or the file named by KILN_AUTH_KEYS_FILE (the same
   entries, commas or new lines, `#` comments). The credential scope's service must be
   KILN_AUTH_SERVICE (default `execute-api`); its region must be KILN_AUTH_REGION when set,
-  any region otherwise.
+  any region otherwise. Behind a proxy that rewrites Host or strips a path prefix, set
+  KILN_AUTH_TRUST_FORWARDED=true to verify against X-Forwarded-Host and X-Forwarded-Prefix
+  (only when that proxy always sets or overwrites them: otherwise callers choose them).
 - token: KILN_AUTH_TOKENS (`client:token,...`), sent as `Authorization: Bearer <token>` or
   basic `client:token`.
 On success the caller's name (the client, or the SigV4 access key id) replaces any incoming
@@ -45,6 +47,7 @@ KEYS_FILE_VAR = "KILN_AUTH_KEYS_FILE"
 TOKENS_VAR = "KILN_AUTH_TOKENS"
 REGION_VAR = "KILN_AUTH_REGION"
 SERVICE_VAR = "KILN_AUTH_SERVICE"
+FORWARDED_VAR = "KILN_AUTH_TRUST_FORWARDED"
 DEFAULT_SERVICE = "execute-api"
 USER_ENVIRON = "HTTP_X_FORWARDED_USER"
 UNAUTHORIZED = "unauthorized: missing or invalid credentials"
@@ -62,6 +65,7 @@ class Policy:
     metrics_public: bool = False
     service: str = DEFAULT_SERVICE
     region: str | None = None
+    trust_forwarded: bool = False
 
     def is_open(self, path: str) -> bool:
         """Whether `path` answers without credentials."""
@@ -120,8 +124,12 @@ def load_policy(config: ServiceConfig, environ: Mapping[str, str] | None = None)
         if not secrets:
             raise ConfigError(f"{config.path}: auth.mode: token needs tokens: set {TOKENS_VAR}="
                               f"client:token,...")
+    trust = environ.get(FORWARDED_VAR, "").strip().lower()
+    if trust not in ("", "0", "false", "1", "true"):
+        raise ConfigError(f"{FORWARDED_VAR}: {trust!r} is not allowed; allowed: true, false")
     return Policy(mode, secrets, config.get("auth.docs_public"), config.get("metrics.public"),
-                  environ.get(SERVICE_VAR) or DEFAULT_SERVICE, environ.get(REGION_VAR) or None)
+                  environ.get(SERVICE_VAR) or DEFAULT_SERVICE, environ.get(REGION_VAR) or None,
+                  trust in ("1", "true"))
 
 
 class TokenError(Exception):
@@ -153,8 +161,13 @@ def verify_token(authorization: str, tokens: Mapping[str, str]) -> str:
     raise TokenError("no Bearer or Basic credentials")
 
 
-def signed_request(environ: Mapping[str, Any], body: bytes) -> sigv4.SignedRequest:
-    """The parts SigV4 covers, from the WSGI environ: the raw URI, not the decoded path."""
+def signed_request(environ: Mapping[str, Any], body: bytes,
+                   trust_forwarded: bool = False) -> sigv4.SignedRequest:
+    """The parts SigV4 covers, from the WSGI environ: the raw URI, not the decoded path.
+
+    With `trust_forwarded`, Host and the path are the ones the caller sent to the proxy:
+    X-Forwarded-Host (its first value) and X-Forwarded-Prefix + the raw path.
+    """
     raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
     if "://" in raw.split("?", 1)[0]:  # absolute-form request target
         raw = "/" + raw.split("://", 1)[1].partition("/")[2]
@@ -164,6 +177,12 @@ def signed_request(environ: Mapping[str, Any], body: bytes) -> sigv4.SignedReque
     for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
         if environ.get(key):
             headers[key.replace("_", "-").lower()] = str(environ[key])
+    if trust_forwarded:
+        forwarded_host = headers.get("x-forwarded-host", "").split(",")[0].strip()
+        if forwarded_host:
+            headers["host"] = forwarded_host
+        prefix = headers.get("x-forwarded-prefix", "").split(",")[0].strip().rstrip("/")
+        raw_path = prefix + raw_path
     return sigv4.SignedRequest(str(environ.get("REQUEST_METHOD", "GET")), raw_path,
                                str(environ.get("QUERY_STRING", "")), headers, body)
 
@@ -171,7 +190,7 @@ def signed_request(environ: Mapping[str, Any], body: bytes) -> sigv4.SignedReque
 def authenticate(policy: Policy, environ: Mapping[str, Any], body: bytes) -> str:
     """The caller's name for this request; raises SignatureError or TokenError."""
     if policy.mode == "sigv4":
-        return sigv4.verify(signed_request(environ, body), policy.secrets,
+        return sigv4.verify(signed_request(environ, body, policy.trust_forwarded), policy.secrets,
                             service=policy.service, region=policy.region)
     return verify_token(str(environ.get("HTTP_AUTHORIZATION", "")), policy.secrets)
 

@@ -11,7 +11,8 @@ import requests
 from requests_aws4auth import AWS4Auth
 
 from runtime import sigv4
-from tests.support import Server, serving
+from runtime.testing import client
+from tests.support import SERVICES, Server, serving
 
 KEYS = {"AK1": "s3cret-one", "AK2": "s3cret-two"}
 KEYS_ENV = {"KILN_AUTH_KEYS": ",".join(f"{k}:{v}" for k, v in KEYS.items())}
@@ -191,3 +192,18 @@ def test_keys_from_a_file(serve: Callable[..., Server], tmp_path: Path) -> None:
     started = serve("sigv4", env={"KILN_AUTH_KEYS_FILE": str(keys)})
     auth = signer("AK7", "from-file")
     assert requests.post(started.url + "/echo", json={}, auth=auth, timeout=30).status_code == 200
+
+
+@pytest.mark.parametrize("trust, status", [("", 401), ("true", 200)])
+def test_behind_a_proxy_that_rewrites_host_and_strips_a_prefix(
+        monkeypatch: pytest.MonkeyPatch, trust: str, status: int) -> None:
+    monkeypatch.setenv("KILN_AUTH_KEYS", KEYS_ENV["KILN_AUTH_KEYS"])
+    monkeypatch.setenv("KILN_AUTH_TRUST_FORWARDED", trust)
+    # Signed for the public URL; the proxy forwards /echo to the service with its own Host.
+    prepared = requests.Request("POST", "https://api.example/svc/echo?n=1", json={"a": 1},
+                                auth=signer()).prepare()
+    headers = {**prepared.headers, "Host": "internal:8080",
+               "X-Forwarded-Host": "api.example", "X-Forwarded-Prefix": "/svc/"}
+    response = client(SERVICES / "sigv4").post("/echo?n=1", data=prepared.body,
+                                                headers=headers)
+    assert response.status_code == status, response.json
