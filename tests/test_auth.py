@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from runtime import auth
+from runtime.app import create_app
 from runtime.cli import cli
 from runtime.config import load_service
 from runtime.errors import ConfigError
@@ -141,3 +142,8 @@ def test_token_service_routes_and_log(server: Server) -> None:
     log = server.output()
     assert "401 GET /whoami: basic credentials do not match client 'bob'" in log
     assert not any(token in log for token in TOKENS.values())
+
+
+def test_create_app_refuses_a_mode_without_secrets() -> None:
+    with pytest.raises(ConfigError, match="set KILN_AUTH_TOKENS=client:token"):
+        create_app(SERVICES / "token")
