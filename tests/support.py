@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +43,14 @@ class Server:
     """`kiln serve` (or another kiln command) as a real process on a free 127.0.0.1 port."""
 
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None,
-                 port: int | None = None, cwd: Path | None = None):
+                 port: int | None = None, cwd: Path | None = None, module: str = "runtime.cli"):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
         self._log = log.open("wb")
-        command = [sys.executable, "-m", "runtime.cli", *args, "--port", str(self.port)]
+        command = [sys.executable, "-m", module, *args, "--port", str(self.port)]
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=full_env, cwd=cwd, start_new_session=True)
 
@@ -96,3 +96,12 @@ class Server:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+def serving(factory: pytest.TempPathFactory, service: str,
+            env: dict[str, str]) -> Iterator[Server]:
+    """`kiln serve tests/services/SERVICE` for a module-scoped fixture: yields it ready, then stops it."""
+    server = Server(["serve", str(SERVICES / service)], factory.mktemp(service) / "server.log",
+                    env=env)
+    yield server.wait_ready()
+    server.stop()
