@@ -21,6 +21,7 @@ from runtime.errors import UserCodeError
 
 PACKAGE = "app"
 BLUEPRINT = "user_services_routes"
+_roots: list[str] = []  # the service folder this process put on sys.path
 
 
 @dataclass
@@ -124,8 +125,12 @@ def load_user_code(root: str | Path, *, needs_predict: bool = True) -> UserCode:
                                 f"{PACKAGE}/predict.py and {PACKAGE}/routes.py")
         return UserCode(None, None, None, None, None, None)
     _forget()
-    if str(root) in sys.path:
-        sys.path.remove(str(root))
+    # Only this service's folder may provide `app`: a regular package in an earlier service's
+    # folder would win over this one's namespace package.
+    for path in _roots:
+        while path in sys.path:
+            sys.path.remove(path)
+    _roots[:] = [str(root)]
     sys.path.insert(0, str(root))
 
     schemas = _import("schemas", root)
