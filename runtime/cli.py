@@ -57,6 +57,23 @@ def serve(directory: Path, host: str, port: int) -> None:
     run_server(directory, host=host, port=port)
 
 
+@cli.command()
+@click.argument("service_id")
+@click.argument("path")
+@click.option("--method", default="post", show_default=True, help="HTTP method.")
+@click.option("--data", help="JSON body, e.g. '{\"num1\": 2}'.")
+@click.option("--file", "file", type=click.File("r"), help="File with the JSON body ('-': stdin).")
+@click.option("--url", help="The service's root URL (default: KILN_SERVICE_URL_<ID> or "
+                            "KILN_GATEWAY_URL).")
+@user_errors
+def invoke(service_id: str, path: str, method: str, data: str | None, file: Any,
+           url: str | None) -> None:
+    """Call SERVICE_ID at PATH through the SDK helper and print its JSON answer."""
+    from runtime.sdk import invoke_command
+
+    click.echo(invoke_command(service_id, path, method, data, file, url))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point of `kiln`."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="kiln")

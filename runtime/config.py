@@ -7,9 +7,10 @@ schema that editors use from the same table, so the two never disagree.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 
 import yaml
 
@@ -57,7 +58,7 @@ class Setting:
     """One key of service.yaml: its dotted name, type, default and what it allows."""
 
     key: str
-    type: type | tuple[type, ...]
+    kind: type | tuple[type, ...]
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
@@ -68,12 +69,12 @@ class Setting:
     def check(self, value: Any) -> str | None:
         """Return what is wrong with `value` for this setting, or None."""
         # bool is an int in Python; a number setting must not take true/false.
-        if isinstance(value, bool) and self.type is not bool and bool not in _as_tuple(self.type):
-            return f"must be {_type_name(self.type)}, got {value!r}"
-        if not isinstance(value, self.type):
-            return f"must be {_type_name(self.type)}, got {value!r}"
-        if self.items is not None and any(not isinstance(v, self.items) for v in value):
-            return f"must be a list of {_type_name(self.items)}s"
+        if isinstance(value, bool) and self.kind is not bool and bool not in _as_tuple(self.kind):
+            return f"must be {_type_name(self.kind)}, got {value!r}"
+        if not isinstance(value, self.kind):
+            return f"must be {_type_name(self.kind)}, got {value!r}"
+        if self.items is not None and any(not isinstance(v, self.items) for v in cast(list, value)):
+            return f"must be a list of {_ITEM_NAMES.get(self.items, self.items.__name__)}"
         if self.choices is not None and value not in self.choices:
             return f"{value!r} is not allowed; allowed: {', '.join(map(str, self.choices))}"
         if self.validator is not None:
@@ -85,6 +86,7 @@ def _as_tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
     return t if isinstance(t, tuple) else (t,)
 
 
+_ITEM_NAMES = {str: "strings", int: "integers", float: "numbers"}
 _NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
           list: "a list", dict: "a mapping"}
 
@@ -217,7 +219,7 @@ def parse_service(data: Any, source: str = SERVICE_FILE) -> dict[str, Any]:
             raise fail(key, f"is required ({BY_KEY[key].help})")
     for key, value in values.items():
         setting = BY_KEY[key]
-        if setting.type is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if setting.kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
             if key == "python":
                 raise fail(key, f"{value!r} must be quoted, e.g. \"3.11\" (YAML reads 3.10 as 3.1)")
             value = values[key] = str(value)
@@ -260,7 +262,7 @@ def json_schema() -> dict[str, Any]:
 
     def prop(s: Setting) -> dict[str, Any]:
         out: dict[str, Any] = {"description": s.help}
-        out["type"] = s.json_type or kinds[_as_tuple(s.type)[0]]
+        out["type"] = s.json_type or kinds[_as_tuple(s.kind)[0]]
         if s.choices:
             out["enum"] = list(s.choices)
         if s.items is not None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("kiln.health")
 
@@ -42,7 +43,7 @@ class Health:
         try:
             if self._load is not None:
                 self._load()
-        except BaseException as err:  # noqa: BLE001 - a failed load is shown, never raised
+        except BaseException as err:
             self.error = f"load() failed: {self._describe(err)}"
             log.exception("load() failed")
         finally:

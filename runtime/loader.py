@@ -9,10 +9,11 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from flask import Blueprint
 
@@ -20,6 +21,7 @@ from runtime.errors import UserCodeError
 
 PACKAGE = "app"
 BLUEPRINT = "user_services_routes"
+_roots: list[str] = []  # the service folder this process put on sys.path
 
 
 @dataclass
@@ -49,7 +51,7 @@ def _forget_schemas() -> None:
         from marshmallow import class_registry
     except ImportError:  # pragma: no cover - marshmallow is a dependency
         return
-    registry: dict[str, list[Any]] = class_registry._registry  # noqa: SLF001
+    registry: dict[str, list[Any]] = class_registry._registry
     for name in list(registry):
         kept = [c for c in registry[name] if not _is_user_module(c.__module__)]
         if kept:
@@ -107,8 +109,7 @@ def _import(module: str, root: Path) -> ModuleType | None:
     try:
         return importlib.import_module(name)
     except Exception as err:
-        raise UserCodeError(f"error while importing {PACKAGE}/{module}.py: "
-                            f"{describe(err, root)}") from err
+        raise UserCodeError(f"{describe(err, root)} (while importing {PACKAGE}/{module}.py)") from err
 
 
 def load_user_code(root: str | Path, *, needs_predict: bool = True) -> UserCode:
@@ -124,8 +125,12 @@ def load_user_code(root: str | Path, *, needs_predict: bool = True) -> UserCode:
                                 f"{PACKAGE}/predict.py and {PACKAGE}/routes.py")
         return UserCode(None, None, None, None, None, None)
     _forget()
-    if str(root) in sys.path:
-        sys.path.remove(str(root))
+    # Only this service's folder may provide `app`: a regular package in an earlier service's
+    # folder would win over this one's namespace package.
+    for path in _roots:
+        while path in sys.path:
+            sys.path.remove(path)
+    _roots[:] = [str(root)]
     sys.path.insert(0, str(root))
 
     schemas = _import("schemas", root)

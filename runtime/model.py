@@ -37,7 +37,7 @@ class ModelPredictor:
             try:
                 if file.suffix in (".pkl", ".pickle"):
                     with file.open("rb") as handle:
-                        self.model = pickle.load(handle)  # noqa: S301 - the user's own file
+                        self.model = pickle.load(handle)
                 else:
                     import joblib
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Request, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
@@ -53,7 +53,8 @@ def request_id() -> str:
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     """A JSON error response `{"error", "request_id"}`."""
-    response = current_app.json.response({"error": message, "request_id": request_id()})
+    response = cast(Response, current_app.json.response({"error": message,
+                                                           "request_id": request_id()}))
     response.status_code = status
     if headers:
         response.headers.update(headers)

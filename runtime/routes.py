@@ -6,10 +6,10 @@ import binascii
 import inspect
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Callable
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
 
@@ -50,7 +50,8 @@ def _decode_files(value: Any, paths: list[str]) -> Any:
     if isinstance(value, list):
         return [_decode_files(v, paths) for v in value]
     if not isinstance(value, str):
-        raise ValueError("with predict.accepts_file, input must be a base64 string or a list of them")
+        raise ValueError(  # noqa: TRY004 - answered as a 400 by the caller
+            "with predict.accepts_file, input must be a base64 string or a list of them")
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as err:

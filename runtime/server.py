@@ -10,8 +10,9 @@ import math
 import os
 import shlex
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.config import Config
@@ -170,9 +171,11 @@ def _post_worker_init(worker: Any) -> None:
 def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,
           hooks: dict[str, Callable[..., Any]] | None = None) -> None:
     """Check the service's settings, then run gunicorn in the foreground until it stops."""
+    from runtime.auth import load_policy
     from runtime.config import load_service
 
     root = Path(root).resolve()
     config = load_service(root)
+    load_policy(config)  # a mode without keys stops here, before gunicorn starts
     settings = options(config, host, port)
     ServiceApplication(root, settings, hooks).run()

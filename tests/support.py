@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +43,14 @@ class Server:
     """`kiln serve` (or another kiln command) as a real process on a free 127.0.0.1 port."""
 
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None,
-                 port: int | None = None, cwd: Path | None = None):
+                 port: int | None = None, cwd: Path | None = None, module: str = "runtime.cli"):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
         self._log = log.open("wb")
-        command = [sys.executable, "-m", "runtime.cli", *args, "--port", str(self.port)]
+        command = [sys.executable, "-m", module, *args, "--port", str(self.port)]
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=full_env, cwd=cwd, start_new_session=True)
 
@@ -63,7 +63,7 @@ class Server:
     def post(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.post(self.url + path, timeout=kwargs.pop("timeout", 30), **kwargs)
 
-    def wait_live(self, timeout: float = 60.0) -> "Server":
+    def wait_live(self, timeout: float = 60.0) -> Server:
         """Wait until the server answers; fail the test with its output if it does not."""
         def answers() -> bool:
             if self.proc.poll() is not None:
@@ -79,7 +79,7 @@ class Server:
             pytest.fail(f"kiln server did not start (exit {self.proc.returncode}):\n{self.output()}")
         return self
 
-    def wait_ready(self, timeout: float = 60.0) -> "Server":
+    def wait_ready(self, timeout: float = 60.0) -> Server:
         self.wait_live(timeout)
         if not wait_for(lambda: self.get("/api/v1.0/health/status").status_code == 200, timeout):
             pytest.fail(f"kiln server never became ready:\n{self.output()}")
@@ -96,3 +96,12 @@ class Server:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+def serving(factory: pytest.TempPathFactory, service: str,
+            env: dict[str, str]) -> Iterator[Server]:
+    """`kiln serve tests/services/SERVICE` for a module-scoped fixture: yields it ready, then stops it."""
+    server = Server(["serve", str(SERVICES / service)], factory.mktemp(service) / "server.log",
+                    env=env)
+    yield server.wait_ready()
+    server.stop()

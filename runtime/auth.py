@@ -1,0 +1,221 @@
+"""Who may call a service: the `auth.mode` check that runs before every request.
+
+`init_app` registers a before_request hook after the request-id hook of runtime/responses.py,
+so a 401 carries a request id. Health routes are always open; /docs follows
+`auth.docs_public` and /metrics follows `metrics.public`. Every other route, unknown ones
+included, answers 401 with one reason that does not say which part of the credentials failed;
+the precise reason goes to the server's log, never a secret.
+
+Credentials come from the environment, never from the image:
+- sigv4: KILN_AUTH_KEYS (`id:secret,...`) or the file named by KILN_AUTH_KEYS_FILE (the same
+  entries, commas or new lines, `#` comments). The credential scope's service must be
+  KILN_AUTH_SERVICE (default `execute-api`); its region must be KILN_AUTH_REGION when set,
+  any region otherwise. Behind a proxy that rewrites Host or strips a path prefix, set
+  KILN_AUTH_TRUST_FORWARDED=true to verify against X-Forwarded-Host and X-Forwarded-Prefix
+  (only when that proxy always sets or overwrites them: otherwise callers choose them).
+- token: KILN_AUTH_TOKENS (`client:token,...`), sent as `Authorization: Bearer <token>` or
+  basic `client:token`.
+On success the caller's name (the client, or the SigV4 access key id) replaces any incoming
+X-Forwarded-User before user code runs.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flask import Flask, Response, current_app, request
+
+from runtime import sigv4
+from runtime.config import ServiceConfig
+from runtime.errors import ConfigError
+from runtime.responses import error, request_id
+
+if TYPE_CHECKING:
+    from runtime.app import Service
+
+log = logging.getLogger("kiln.auth")
+
+KEYS_VAR = "KILN_AUTH_KEYS"
+KEYS_FILE_VAR = "KILN_AUTH_KEYS_FILE"
+TOKENS_VAR = "KILN_AUTH_TOKENS"
+REGION_VAR = "KILN_AUTH_REGION"
+SERVICE_VAR = "KILN_AUTH_SERVICE"
+FORWARDED_VAR = "KILN_AUTH_TRUST_FORWARDED"
+DEFAULT_SERVICE = "execute-api"
+USER_ENVIRON = "HTTP_X_FORWARDED_USER"
+UNAUTHORIZED = "unauthorized: missing or invalid credentials"
+HEALTH_PATHS = frozenset(f"/api/v1.0/health/{name}{slash}"
+                         for name in ("status", "startup", "live") for slash in ("", "/"))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a service accepts: its mode, the secrets of that mode and which routes stay open."""
+
+    mode: str
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    docs_public: bool = True
+    metrics_public: bool = False
+    service: str = DEFAULT_SERVICE
+    region: str | None = None
+    trust_forwarded: bool = False
+
+    def is_open(self, path: str) -> bool:
+        """Whether `path` answers without credentials."""
+        if self.mode == "none" or path in HEALTH_PATHS:
+            return True
+        if path == "/docs" or path.startswith("/docs/"):
+            return self.docs_public
+        if path in ("/metrics", "/metrics/"):
+            return self.metrics_public
+        return False
+
+
+def parse_pairs(text: str, source: str, what: str) -> dict[str, str]:
+    """`name:secret` entries split by commas or new lines (`#` starts a comment) as a dict.
+
+    Errors name `source` and the entry's position, never the secret.
+    """
+    pairs: dict[str, str] = {}
+    entries = [e.strip() for line in text.splitlines()
+               for e in line.split("#", 1)[0].split(",")]
+    for number, entry in enumerate((e for e in entries if e), start=1):
+        name, sep, secret = entry.partition(":")
+        name, secret = name.strip(), secret.strip()
+        if not sep or not name or not secret:
+            raise ConfigError(f"{source}: entry {number} is not {what}:secret")
+        pairs[name] = secret
+    return pairs
+
+
+def load_keys(environ: Mapping[str, str]) -> dict[str, str]:
+    """SigV4 key pairs from KILN_AUTH_KEYS, else from the file KILN_AUTH_KEYS_FILE names."""
+    if environ.get(KEYS_VAR, "").strip():
+        return parse_pairs(environ[KEYS_VAR], KEYS_VAR, "id")
+    name = environ.get(KEYS_FILE_VAR, "").strip()
+    if not name:
+        return {}
+    try:
+        text = Path(name).read_text()
+    except OSError as err:
+        raise ConfigError(f"{KEYS_FILE_VAR}: cannot read {name}: {err.strerror}") from err
+    return parse_pairs(text, f"{KEYS_FILE_VAR} ({name})", "id")
+
+
+def load_policy(config: ServiceConfig, environ: Mapping[str, str] | None = None) -> Policy:
+    """The service's Policy from service.yaml and the environment; refuse a mode without secrets."""
+    environ = os.environ if environ is None else environ
+    mode = config.get("auth.mode")
+    secrets: dict[str, str] = {}
+    if mode == "sigv4":
+        secrets = load_keys(environ)
+        if not secrets:
+            raise ConfigError(f"{config.path}: auth.mode: sigv4 needs key pairs: set {KEYS_VAR}="
+                              f"id:secret,... or {KEYS_FILE_VAR} to a file of them")
+    elif mode == "token":
+        secrets = parse_pairs(environ.get(TOKENS_VAR, ""), TOKENS_VAR, "client")
+        if not secrets:
+            raise ConfigError(f"{config.path}: auth.mode: token needs tokens: set {TOKENS_VAR}="
+                              f"client:token,...")
+    trust = environ.get(FORWARDED_VAR, "").strip().lower()
+    if trust not in ("", "0", "false", "1", "true"):
+        raise ConfigError(f"{FORWARDED_VAR}: {trust!r} is not allowed; allowed: true, false")
+    return Policy(mode, secrets, config.get("auth.docs_public"), config.get("metrics.public"),
+                  environ.get(SERVICE_VAR) or DEFAULT_SERVICE, environ.get(REGION_VAR) or None,
+                  trust in ("1", "true"))
+
+
+class TokenError(Exception):
+    """Raised when a request's token does not verify; the message is for the log only."""
+
+
+def verify_token(authorization: str, tokens: Mapping[str, str]) -> str:
+    """Check `Bearer <token>` or `Basic base64(client:token)`; return the client's name."""
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        found = None
+        for client, token in tokens.items():  # compare with every token: no early exit
+            if hmac.compare_digest(token.encode(), value.encode()):
+                found = client
+        if found is None:
+            raise TokenError("bearer token matches no client")
+        return found
+    if scheme.lower() == "basic" and value:
+        try:
+            client, sep, given = base64.b64decode(value, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError) as err:
+            raise TokenError("basic credentials are not base64 of client:token") from err
+        expected = tokens.get(client)
+        matches = hmac.compare_digest((expected or "\0").encode(), given.encode())
+        if expected is None or not sep or not matches:
+            raise TokenError(f"basic credentials do not match client {client!r}")
+        return client
+    raise TokenError("no Bearer or Basic credentials")
+
+
+def signed_request(environ: Mapping[str, Any], body: bytes,
+                   trust_forwarded: bool = False) -> sigv4.SignedRequest:
+    """The parts SigV4 covers, from the WSGI environ: the raw URI, not the decoded path.
+
+    With `trust_forwarded`, Host and the path are the ones the caller sent to the proxy:
+    X-Forwarded-Host (its first value) and X-Forwarded-Prefix + the raw path.
+    """
+    raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or "")
+    if "://" in raw.split("?", 1)[0]:  # absolute-form request target
+        raw = "/" + raw.split("://", 1)[1].partition("/")[2]
+    raw_path = raw.split("?", 1)[0] or "/"
+    headers = {k[5:].replace("_", "-").lower(): str(v)
+               for k, v in environ.items() if k.startswith("HTTP_")}
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = str(environ[key])
+    if trust_forwarded:
+        forwarded_host = headers.get("x-forwarded-host", "").split(",")[0].strip()
+        if forwarded_host:
+            headers["host"] = forwarded_host
+        prefix = headers.get("x-forwarded-prefix", "").split(",")[0].strip().rstrip("/")
+        raw_path = prefix + raw_path
+    return sigv4.SignedRequest(str(environ.get("REQUEST_METHOD", "GET")), raw_path,
+                               str(environ.get("QUERY_STRING", "")), headers, body)
+
+
+def authenticate(policy: Policy, environ: Mapping[str, Any], body: bytes) -> str:
+    """The caller's name for this request; raises SignatureError or TokenError."""
+    if policy.mode == "sigv4":
+        return sigv4.verify(signed_request(environ, body, policy.trust_forwarded), policy.secrets,
+                            service=policy.service, region=policy.region)
+    return verify_token(str(environ.get("HTTP_AUTHORIZATION", "")), policy.secrets)
+
+
+def _check() -> Response | None:
+    policy: Policy = current_app.extensions["kiln_auth"]
+    if policy.mode == "none":
+        return None
+    # Only this hook may say who the caller is.
+    request.environ.pop(USER_ENVIRON, None)
+    if policy.is_open(request.path):
+        return None
+    body = request.get_data(cache=True) if policy.mode == "sigv4" else b""
+    try:
+        caller = authenticate(policy, request.environ, body)
+    except (sigv4.SignatureError, TokenError) as err:
+        log.warning("401 %s %s: %s [request_id=%s]", request.method, request.path, err,
+                    request_id())
+        challenge = sigv4.ALGORITHM if policy.mode == "sigv4" else 'Bearer realm="kiln"'
+        return error(401, UNAUTHORIZED, {"WWW-Authenticate": challenge})
+    request.environ[USER_ENVIRON] = caller
+    return None
+
+
+def init_app(app: Flask, service: Service) -> None:
+    """Check credentials before every request (auth.mode); refuse a mode that has no secrets."""
+    app.extensions["kiln_auth"] = load_policy(service.config)
+    app.before_request(_check)
