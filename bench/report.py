@@ -110,7 +110,8 @@ def header(data: dict[str, Any]) -> str:
     m, v = data["machine"], data["versions"]
     lines = [f"# kiln benchmark, {data['started']}", "",
              (f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB, Linux {m['kernel']}; "
-             f"load average at start {m['loadavg']}, at end {data.get('loadavg_end', '?')}."), "",
+             f"load average at start {m['loadavg']}, at end {data.get('loadavg_end', '?')}; "
+              f"servers and wrk ran at niceness {data.get('niceness', 0)}."), "",
              "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".", "",
              f"Settings: {data['settings']}", ""]
     return "\n".join(lines)

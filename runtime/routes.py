@@ -5,7 +5,9 @@ import base64
 import binascii
 import inspect
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -22,8 +24,39 @@ HEALTH = f"{API}/health"
 builtin = Blueprint("kiln", __name__)
 
 
+class PredictTimeout(BaseException):
+    """Raised inside predict by the interval timer once predict.timeout has passed.
+
+    A BaseException, so that a user's `except Exception` cannot swallow it.
+    """
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise PredictTimeout
+
+
+def _can_use_alarm() -> bool:
+    """True in the main thread (a sync worker) when SIGALRM and the real timer are kiln's to use."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    handler = signal.getsignal(signal.SIGALRM)
+    if handler is not _on_alarm:
+        if handler not in (signal.SIG_DFL, None):
+            return False  # someone else's SIGALRM (the user's code, a library): leave it alone
+        signal.signal(signal.SIGALRM, _on_alarm)
+    return signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
 class Predictor:
-    """Calls preprocess and predict for one request, bounded by predict.timeout."""
+    """Calls preprocess and predict for one request, bounded by predict.timeout.
+
+    In a sync worker the request runs in the main thread: predict runs right there and a
+    SIGALRM timer bounds it, which costs two system calls where a hand-off to a pool thread
+    and back cost a tenth of the worker's time (see bench/README.md). The timer interrupts
+    Python code and sleeps; a C call that never returns to Python is stopped by gunicorn's
+    own timeout. Other threads (gthread workers) hand predict to a pool thread and stop
+    waiting for it after the timeout, leaving it to finish on its own.
+    """
 
     def __init__(self, predict: Callable[..., Any], preprocess: Callable[..., Any] | None,
                  timeout: float, accepts_file: bool):
@@ -35,8 +68,21 @@ class Predictor:
         self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="kiln-predict")
 
     def run(self, args: list[Any]) -> Any:
-        """preprocess(*args) then predict(...), in a pool thread; raises FutureTimeout."""
+        """preprocess(*args) then predict(...); raises FutureTimeout after predict.timeout."""
+        if _can_use_alarm():
+            return self._run_with_alarm(args)
         return self._pool.submit(self._call, args).result(timeout=self.timeout)
+
+    def _run_with_alarm(self, args: list[Any]) -> Any:
+        try:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, self.timeout)
+                return self._call(args)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except PredictTimeout:
+            # Also when the timer fired just as predict returned: it took the whole timeout.
+            raise FutureTimeout from None
 
     def _call(self, args: list[Any]) -> Any:
         if self.preprocess is not None:
