@@ -11,13 +11,14 @@ import glob
 import logging
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from flask import Flask
 
-from runtime import responses, routes
+from runtime import docs, responses, routes
 from runtime.config import ServiceConfig, load_service
 from runtime.errors import UserCodeError
 from runtime.health import Health
@@ -115,6 +116,7 @@ def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
     routes.init_app(app)
     if code is not None and code.blueprint is not None:
         app.register_blueprint(code.blueprint)
+    docs.init_app(app, service_of(app))
     return app
 
 
