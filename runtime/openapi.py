@@ -158,6 +158,16 @@ def _one_line(err: BaseException) -> str:
     return " ".join(f"{type(err).__name__}: {err}".split())
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """`YAML after --- does not parse: expected a single document (line 5 after ---)`."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem:
+        mark = err.problem_mark
+        where = f" (line {mark.line} after ---)" if mark is not None else ""
+        text = f"{err.context}, {err.problem}" if err.context else err.problem
+        return f"YAML after --- does not parse: {text}{where}"
+    return f"YAML after --- does not parse: {_one_line(err)}"
+
+
 def _fallback(summary: str, description: str, methods: list[str],
               problem: str | None = None) -> dict[str, dict[str, Any]]:
     """Operations for methods a docstring does not document: its summary and description."""
@@ -266,7 +276,7 @@ class _Builder:
         try:
             loaded = yaml.safe_load(yaml_text)
         except yaml.YAMLError as err:
-            problem = f"YAML after --- does not parse: {_one_line(err)}"
+            problem = _yaml_problem(err)
             self.warn(origin, problem)
             return _fallback(summary, description, methods, problem)
         if loaded is None:
@@ -314,7 +324,7 @@ class _Builder:
                 try:
                     operation = yaml.safe_load(yaml_text) or {}
                 except yaml.YAMLError as err:
-                    problem = f"YAML after --- does not parse: {_one_line(err)}"
+                    problem = _yaml_problem(err)
                     self.warn(_Origin(func, self.root), problem)
                     operation = _fallback(summary, description, [method], problem)[method]
                 if not isinstance(operation, dict):
