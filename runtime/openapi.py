@@ -411,12 +411,15 @@ def build(app: Flask, config: ServiceConfig, schemas: ModuleType | None = None,
     """
     builder = _Builder(app, config, schemas, user_blueprint)
     builder.components()
+    rules = list(builder.rules())
     with app.app_context():
-        for rule, view, is_user in builder.rules():
+        # The user's routes first: Swagger UI shows tags in the order they first appear.
+        for rule, view, is_user in rules:
+            if is_user and view is not None:
+                builder.add_user(rule, view)
+        for rule, _, is_user in rules:
             if not is_user:
                 builder.add_builtin(rule)
-            elif view is not None:
-                builder.add_user(rule, view)
     spec = builder.spec.to_dict()
     spec.setdefault("paths", {})
     builder.check_refs(spec)

@@ -168,7 +168,8 @@ class BodyCheck:
         found: list[str] = []
         for err in sorted(self.validator.iter_errors(body), key=lambda e: list(map(str, e.path))):
             found.extend(_describe(err))
-        return found[:MAX_ERRORS]
+        # Draft 4 reports each missing key with the whole required list: keep one of each.
+        return list(dict.fromkeys(found))[:MAX_ERRORS]
 
 
 def checks_from_spec(app: Flask, spec: dict[str, Any]) -> dict[tuple[str, str], BodyCheck]:

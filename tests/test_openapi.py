@@ -206,8 +206,8 @@ BROKEN_ROUTES = [
     ("/dangling-ref", "get", "dangling_ref", "$ref to nothing: #/components/schemas/NoSuchSchema"),
     ("/unknown-schema-name", "get", "unknown_schema_name",
      "$ref to nothing: #/components/schemas/MissingSchema"),
-    ("/flasgger-style", "post", "flasgger_style", "has no method keys; nest the operation under "
-                                                  "the method, e.g. `post:`"),
+    ("/flasgger-style", "post", "flasgger_style", ("has no method keys; nest the operation under "
+                                                  "the method, e.g. `post:`")),
     ("/wrong-method", "get", "wrong_method", "documents DELETE but the route only allows GET"),
     ("/method-scalar", "get", "method_scalar", "get: is a str, not a mapping"),
 ]
@@ -296,10 +296,10 @@ def test_kiln_specs_prints_json_without_output() -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["-o", "openapi.txt"], "Error: openapi.txt: unknown extension '.txt'; use one of .json, "
-                            ".yaml, .yml\n"),
-    (["-o", "no/such/dir/openapi.json"], "Error: no/such/dir/openapi.json: cannot write: "
-                                         "No such file or directory\n"),
+    (["-o", "openapi.txt"], ("Error: openapi.txt: unknown extension '.txt'; use one of .json, "
+                            ".yaml, .yml\n")),
+    (["-o", "no/such/dir/openapi.json"], ("Error: no/such/dir/openapi.json: cannot write: "
+                                         "No such file or directory\n")),
 ])
 def test_kiln_specs_refuses_bad_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        args: list[str], message: str) -> None:
