@@ -11,19 +11,29 @@ stale. Its warnings go to the log once.
 from __future__ import annotations
 
 import html
+import importlib.util
 import logging
 import os
 import threading
 from typing import Any
 
-import flasgger
 from flask import Blueprint, Flask, Response, current_app, redirect
 
 from runtime import openapi, validation
 
 log = logging.getLogger("kiln.docs")
 KEY = "kiln_docs"
-UI_STATIC = os.path.join(os.path.dirname(flasgger.__file__), "ui3", "static")
+
+
+def _flasgger_dir() -> str:
+    # Only flasgger's files are used: importing it would run its apispec glue for nothing.
+    spec = importlib.util.find_spec("flasgger")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("flasgger is not installed; kiln serves its bundled Swagger UI")
+    return str(next(iter(spec.submodule_search_locations)))
+
+
+UI_STATIC = os.path.join(_flasgger_dir(), "ui3", "static")
 
 PAGE = """<!DOCTYPE html>
 <html lang="en">
