@@ -137,18 +137,19 @@ class _Origin:
     """Where a view lives, for warnings: `app/routes.py:12 create_item()`."""
 
     def __init__(self, func: Callable[..., Any], root: Path):
-        func = inspect.unwrap(func)
-        code = getattr(func, "__code__", None)
-        name = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
-        if code is None:
+        target: Any = getattr(func, "view_class", None) or inspect.unwrap(func)
+        name = getattr(target, "__qualname__", getattr(target, "__name__", repr(target)))
+        try:
+            path = Path(inspect.getsourcefile(target) or "")
+            line = inspect.getsourcelines(target)[1]
+        except (TypeError, OSError):
             self.text = f"{name}()"
             return
-        path = Path(code.co_filename)
         try:
             shown = str(path.resolve().relative_to(root.resolve()))
         except (ValueError, OSError):
             shown = str(path)
-        self.text = f"{shown}:{code.co_firstlineno} {name}()"
+        self.text = f"{shown}:{line} {name}()"
 
     def __str__(self) -> str:
         return self.text

@@ -210,6 +210,8 @@ BROKEN_ROUTES = [
                                                   "the method, e.g. `post:`")),
     ("/wrong-method", "get", "wrong_method", "documents DELETE but the route only allows GET"),
     ("/method-scalar", "get", "method_scalar", "get: is a str, not a mapping"),
+    ("/method-view", "get", "BrokenView.get", ("YAML after --- does not parse: while parsing a "
+                                              "flow mapping")),
 ]
 
 

@@ -1,5 +1,6 @@
 """One well documented route, and one route per broken docstring; all of them are served."""
 from flask import Blueprint
+from flask.views import MethodView
 
 user_services_routes = Blueprint("user_services_routes", __name__)
 
@@ -118,3 +119,15 @@ def method_scalar():
     get: fetch it
     """
     return {"ok": True}
+
+
+class BrokenView(MethodView):
+    def get(self):
+        """A method view whose YAML does not parse.
+        ---
+        responses: {200: {description: ok}
+        """
+        return {"ok": True}
+
+
+user_services_routes.add_url_rule("/method-view", view_func=BrokenView.as_view("broken_view"))
