@@ -9,6 +9,7 @@ never meets the previous build's component names.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import http
 import inspect
@@ -204,6 +205,15 @@ class _Builder:
     def warn(self, where: object, problem: str) -> None:
         self.warnings.append(f"{where}: {problem}")
 
+    @contextlib.contextmanager
+    def reporting(self, where: object) -> Iterator[None]:
+        """Turn Python warnings raised inside (apispec's) into warnings naming WHERE."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        for warning in caught:
+            self.warn(where, " ".join(str(warning.message).split()))
+
     def components(self) -> None:
         if self.schemas is None:
             return
@@ -213,8 +223,7 @@ class _Builder:
                     and value.__module__ == self.schemas.__name__):
                 continue
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error")
+                with self.reporting(f"app/{where} {name}"):
                     self.spec.components.schema(name, schema=value)
             except Exception as err:  # noqa: BLE001 - one bad schema is reported, not fatal
                 self.warn(f"app/{where} {name}", f"not added to components: {_one_line(err)}")
@@ -252,8 +261,7 @@ class _Builder:
             self._add_path_parameters(rule, operation)
         origin = str(_Origin(view, self.root))
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
+            with self.reporting(origin):
                 self.spec.path(path=path, operations=operations)
         except Exception as err:  # noqa: BLE001 - one route's docs never break the others
             self.warn(origin, f"docstring not usable: {_one_line(err)}")
