@@ -429,8 +429,10 @@ def build(app: Flask, config: ServiceConfig, schemas: ModuleType | None = None,
         for rule, _, is_user in rules:
             if not is_user:
                 builder.add_builtin(rule)
-    spec = builder.spec.to_dict()
-    spec.setdefault("paths", {})
+    built = builder.spec.to_dict()
+    # The usual reading order: openapi, info, paths, components.
+    spec = {"openapi": built.pop("openapi"), "info": built.pop("info"),
+            "paths": built.pop("paths", {}), **built}
     builder.check_refs(spec)
     if builder.warnings:
         spec["x-kiln-warnings"] = list(builder.warnings)
