@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask
 
-from runtime import auth, responses, routes
+from runtime import auth, docs, responses, routes
 from runtime.config import ServiceConfig, load_service
 from runtime.errors import UserCodeError
 from runtime.health import Health
@@ -117,6 +117,7 @@ def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
     routes.init_app(app)
     if code is not None and code.blueprint is not None:
         app.register_blueprint(code.blueprint)
+    docs.init_app(app, service)
     return app
 
 

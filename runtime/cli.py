@@ -74,6 +74,22 @@ def invoke(service_id: str, path: str, method: str, data: str | None, file: Any,
     click.echo(invoke_command(service_id, path, method, data, file, url))
 
 
+@cli.command()
+@service_dir
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file: .json, or .yaml/.yml (default: JSON on stdout).")
+@user_errors
+def specs(directory: Path, output: Path | None) -> None:
+    """Write the OpenAPI document that /docs/specs.json serves for the service in DIRECTORY."""
+    from runtime.specs import write_specs
+
+    text, warnings = write_specs(directory, output)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if text is not None:
+        click.echo(text, nl=False)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point of `kiln`."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="kiln")

@@ -116,7 +116,7 @@ def configured(tmp_path_factory):
 ERRORS = [
     ("post", PREDICT, {"data": "{not json", "headers": {"Content-Type": "application/json"}}, 400,
      "malformed JSON"),
-    ("post", PREDICT, {"json": {"no": "input"}}, 400, '"input"'),
+    ("post", PREDICT, {"json": {"no": "input"}}, 400, "input: is required"),
     ("post", PREDICT, {"data": "plain", "headers": {"Content-Type": "text/plain"}}, 415,
      "application/json"),
     ("post", PREDICT, {"json": {"input": "x" * 200}}, 413, "limit"),

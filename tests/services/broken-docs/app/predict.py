@@ -1,0 +1,2 @@
+def predict(*args):
+    return list(args)

@@ -1,0 +1,5 @@
+from marshmallow import Schema, fields
+
+
+class ThingSchema(Schema):
+    name = fields.Str(required=True)
