@@ -5,16 +5,13 @@ import base64
 import binascii
 import inspect
 import os
-import signal
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
 
+from runtime.bounded import FutureTimeout, Pool, call_bounded
 from runtime.responses import error, request_id
 
 API = "/api/v1.0"
@@ -24,39 +21,8 @@ HEALTH = f"{API}/health"
 builtin = Blueprint("kiln", __name__)
 
 
-class PredictTimeout(BaseException):
-    """Raised inside predict by the interval timer once predict.timeout has passed.
-
-    A BaseException, so that a user's `except Exception` cannot swallow it.
-    """
-
-
-def _on_alarm(signum: int, frame: Any) -> None:
-    raise PredictTimeout
-
-
-def _can_use_alarm() -> bool:
-    """True in the main thread (a sync worker) when SIGALRM and the real timer are kiln's to use."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    handler = signal.getsignal(signal.SIGALRM)
-    if handler is not _on_alarm:
-        if handler not in (signal.SIG_DFL, None):
-            return False  # someone else's SIGALRM (the user's code, a library): leave it alone
-        signal.signal(signal.SIGALRM, _on_alarm)
-    return signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
-
-
 class Predictor:
-    """Calls preprocess and predict for one request, bounded by predict.timeout.
-
-    In a sync worker the request runs in the main thread: predict runs right there and a
-    SIGALRM timer bounds it, which costs two system calls where a hand-off to a pool thread
-    and back cost a tenth of the worker's time (see bench/README.md). The timer interrupts
-    Python code and sleeps; a C call that never returns to Python is stopped by gunicorn's
-    own timeout. Other threads (gthread workers) hand predict to a pool thread and stop
-    waiting for it after the timeout, leaving it to finish on its own.
-    """
+    """Calls preprocess and predict for one request, bounded by predict.timeout (runtime/bounded.py)."""
 
     def __init__(self, predict: Callable[..., Any], preprocess: Callable[..., Any] | None,
                  timeout: float, accepts_file: bool):
@@ -65,24 +31,11 @@ class Predictor:
         self.timeout = timeout
         self.accepts_file = accepts_file
         # A prediction that overruns its timeout keeps its thread; spare threads keep serving.
-        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="kiln-predict")
+        self._pool = Pool("kiln-predict")
 
     def run(self, args: list[Any]) -> Any:
         """preprocess(*args) then predict(...); raises FutureTimeout after predict.timeout."""
-        if _can_use_alarm():
-            return self._run_with_alarm(args)
-        return self._pool.submit(self._call, args).result(timeout=self.timeout)
-
-    def _run_with_alarm(self, args: list[Any]) -> Any:
-        try:
-            try:
-                signal.setitimer(signal.ITIMER_REAL, self.timeout)
-                return self._call(args)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        except PredictTimeout:
-            # Also when the timer fired just as predict returned: it took the whole timeout.
-            raise FutureTimeout from None
+        return call_bounded(self._pool, self._call, (args,), self.timeout)
 
     def _call(self, args: list[Any]) -> Any:
         if self.preprocess is not None:
