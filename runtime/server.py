@@ -33,6 +33,8 @@ REFUSED: dict[str, str] = {
     "print_config": "it exits the server", "reload": "use `kiln serve --reload`",
     "reload_engine": "use `kiln serve --reload`", "reload_extra_files": "use `kiln serve --reload`",
     "spew": "it traces every line", "preload_app": "load() must run after fork, in each worker",
+    **dict.fromkeys(("logconfig", "logconfig_dict", "logconfig_json", "logger_class"),
+                    "kiln logs JSON lines (KILN_LOG_FORMAT=text for people)"),
 }
 REFUSED_PREFIXES = ("control_socket", "dirty_", "statsd_")
 WORKER_CLASSES = ("sync", "gthread")
@@ -170,9 +172,11 @@ def _post_worker_init(worker: Any) -> None:
 def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,
           hooks: dict[str, Callable[..., Any]] | None = None) -> None:
     """Check the service's settings, then run gunicorn in the foreground until it stops."""
+    from runtime import logs, metrics
     from runtime.config import load_service
 
     root = Path(root).resolve()
     config = load_service(root)
     settings = options(config, host, port)
-    ServiceApplication(root, settings, hooks).run()
+    settings.update(logs.gunicorn_settings())
+    ServiceApplication(root, settings, {**metrics.server_hooks(), **(hooks or {})}).run()
