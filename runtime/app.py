@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from flask import Flask
 
-from runtime import logs, metrics, responses, routes
+from runtime import capture, logs, metrics, responses, routes
 from runtime.config import ServiceConfig, load_service
 from runtime.errors import UserCodeError
 from runtime.health import Health
@@ -113,7 +113,7 @@ def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
                                      config.get("predict.accepts_file"))
     app.extensions["kiln"] = Service(config, code, health, predictor)
     routes.init_app(app)
-    for observer in (logs, metrics):
+    for observer in (logs, metrics, capture):
         observer.init_app(app, app.extensions["kiln"])
     if code is not None and code.blueprint is not None:
         app.register_blueprint(code.blueprint)
