@@ -57,10 +57,18 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+_second: tuple[int, str] = (0, "")
+# One encoder for every line: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 def _timestamp(created: float) -> str:
+    """ISO 8601 UTC with milliseconds; the part up to the second is reused within a second."""
+    global _second
     seconds = int(created)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + \
-        f".{int((created - seconds) * 1000):03d}Z"
+    if _second[0] != seconds:
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_second[1]}.{int((created - seconds) * 1000):03d}Z"
 
 
 class JSONFormatter(logging.Formatter):
@@ -84,7 +92,7 @@ class JSONFormatter(logging.Formatter):
             out["exception"] = record.exc_text
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(out, ensure_ascii=False, default=str)
+        return _encode(out)
 
 
 class TextFormatter(logging.Formatter):
@@ -153,8 +161,12 @@ def _finished(response: Response) -> Response:
         fields = {"method": request.method, "route": route, "status": status,
                   "duration_ms": round(duration, 3) if duration is not None else None,
                   "client": request.remote_addr}
-        access_log.info("%s %s %s %.1fms", request.method, route, status, duration or 0.0,
-                        extra={"kiln": fields})
+        # handle() a ready record: info() would also walk the stack to find the caller.
+        record = access_log.makeRecord(
+            ACCESS_LOGGER, logging.INFO, __file__, 0,
+            f"{request.method} {route} {status} {duration or 0.0:.1f}ms", None, None,
+            extra={"kiln": fields})
+        access_log.handle(record)
     return response
 
 
