@@ -6,6 +6,7 @@ never imports the user's code, so a SIGHUP loads new code in fresh workers.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shlex
@@ -135,6 +136,25 @@ def options(config: ServiceConfig, host: str, port: int, env: dict[str, str] | N
     return merged
 
 
+def merge_hooks(*hook_sets: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
+    """gunicorn server hooks from several parts of the runtime; one name runs each in turn."""
+    merged: dict[str, Callable[..., Any]] = {}
+    for hooks in hook_sets:
+        for name, hook in hooks.items():
+            first = merged.get(name)
+            merged[name] = hook if first is None else _in_turn(first, hook)
+    return merged
+
+
+def _in_turn(first: Callable[..., Any], then: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(first)  # gunicorn checks a hook's arity through its signature
+    def both(*args: Any) -> None:
+        first(*args)
+        then(*args)
+
+    return both
+
+
 class ServiceApplication(BaseApplication):  # type: ignore[misc]
     """gunicorn serving one service folder; the app is built in each worker."""
 
@@ -142,7 +162,7 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
                  hooks: dict[str, Callable[..., Any]] | None = None):
         self.root = root
         self.settings = settings
-        self.hooks = {"post_worker_init": _post_worker_init, **(hooks or {})}
+        self.hooks = merge_hooks({"post_worker_init": _post_worker_init}, hooks or {})
         super().__init__()
 
     def load_config(self) -> None:
@@ -179,4 +199,4 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,
     config = load_service(root)
     settings = options(config, host, port)
     settings.update(logs.gunicorn_settings())
-    ServiceApplication(root, settings, {**metrics.server_hooks(), **(hooks or {})}).run()
+    ServiceApplication(root, settings, merge_hooks(metrics.server_hooks(), hooks or {})).run()

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import runtime
 from runtime import metrics
+from runtime.server import merge_hooks
 from runtime.testing import client
 from tests.support import SERVICES, Server, wait_for
 
@@ -178,3 +179,17 @@ def test_metrics_folder_is_on_tmpfs_and_removed_at_exit(serve: Callable[..., Ser
     assert wait_for(lambda: list(folder.glob("*.db")), timeout=10)
     server.stop()
     assert not folder.exists()
+
+
+def test_hooks_of_one_name_run_in_turn_with_the_arity_gunicorn_checks() -> None:
+    from gunicorn.config import Config
+
+    calls: list[str] = []
+    merged = merge_hooks({"child_exit": lambda server, worker: calls.append("metrics")},
+                         {"child_exit": lambda server, worker: calls.append("reload"),
+                          "on_exit": lambda server: calls.append("exit")})
+    config = Config()
+    for name, hook in merged.items():
+        config.set(name, hook)  # raises TypeError on a wrong arity
+    config.child_exit(None, None)
+    assert calls == ["metrics", "reload"]
