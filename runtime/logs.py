@@ -164,7 +164,7 @@ def _finished(response: Response) -> Response:
         # handle() a ready record: info() would also walk the stack to find the caller.
         record = access_log.makeRecord(
             ACCESS_LOGGER, logging.INFO, __file__, 0,
-            f"{request.method} {route} {status} {duration or 0.0:.1f}ms", None, None,
+            f"{request.method} {route} {status} {duration or 0.0:.1f}ms", (), None,
             extra={"kiln": fields})
         access_log.handle(record)
     return response
