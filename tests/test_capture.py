@@ -268,3 +268,17 @@ def test_feedback_round_trip_through_a_server(tmp_path: Path,
         assert rows[rid]["input"] == str(i)
         assert json.loads(rows[rid]["prediction"]) == {"double": i * 2}
         assert json.loads(rows[rid]["feedback"]) == {"correct": i % 2 == 0}
+
+
+def test_streams_and_errors_are_captured_without_consuming_the_stream(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KILN_CAPTURE_DIR", str(tmp_path))
+    app = client(SERVICES / "basic")
+    streamed = app.post("/api/v1.0/predict", json={"input": ["stream", 3]})
+    assert [json.loads(x) for x in streamed.text.splitlines()] == [{"chunk": i} for i in range(3)]
+    assert app.post("/api/v1.0/predict", json={"input": ["boom"]}).status_code == 500
+    stream_line, error_line = capture_lines(tmp_path / "basic" / "1.2.3")
+    assert stream_line["response"]["streamed"] is True
+    assert stream_line["request"]["json"] == {"input": ["stream", 3]}
+    assert error_line["status"] == 500
+    assert "boom requested" in error_line["response"]["json"]["error"]
