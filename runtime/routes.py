@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextvars
 import inspect
 import os
 import tempfile
@@ -36,7 +37,9 @@ class Predictor:
 
     def run(self, args: list[Any]) -> Any:
         """preprocess(*args) then predict(...), in a pool thread; raises FutureTimeout."""
-        return self._pool.submit(self._call, args).result(timeout=self.timeout)
+        # The copied context carries the request id to the user's logging calls.
+        call = contextvars.copy_context().run
+        return self._pool.submit(call, self._call, args).result(timeout=self.timeout)
 
     def _call(self, args: list[Any]) -> Any:
         if self.preprocess is not None:
