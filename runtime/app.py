@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Flask
 
-from runtime import auth, docs, responses, routes
+from runtime import auth, capture, docs, logs, metrics, responses, routes
 from runtime.config import ServiceConfig, load_service
 from runtime.errors import UserCodeError
 from runtime.health import Health
@@ -115,6 +115,8 @@ def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
     app.extensions["kiln"] = service = Service(config, code, health, predictor)
     auth.init_app(app, service)
     routes.init_app(app)
+    for observer in (logs, metrics, capture):
+        observer.init_app(app, service)
     if code is not None and code.blueprint is not None:
         app.register_blueprint(code.blueprint)
     docs.init_app(app, service)

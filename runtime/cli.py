@@ -90,6 +90,26 @@ def specs(directory: Path, output: Path | None) -> None:
         click.echo(text, nl=False)
 
 
+@cli.command("export")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--since", required=True, type=click.DateTime(["%Y-%m-%d"]),
+              help="First day (UTC) of captured requests to export.")
+@click.option("--until", type=click.DateTime(["%Y-%m-%d"]),
+              help="Last day (UTC, included); default: up to now.")
+@click.option("-o", "--output", default="predictions.csv", show_default=True,
+              type=click.Path(dir_okay=False, allow_dash=True), help="CSV file, or - for stdout.")
+@user_errors
+def export_captures(directory: Path, since: Any, until: Any, output: str) -> None:
+    """Join captured requests, responses and feedback by request id into CSV.
+
+    DIRECTORY is a service folder (its capture settings say where to read) or a capture folder.
+    """
+    from runtime.export import export
+
+    count = export(directory, since.date(), until.date() if until else None, output)
+    click.echo(f"exported {count} request(s) to {output}", err=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point of `kiln`."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="kiln")

@@ -6,6 +6,7 @@ never imports the user's code, so a SIGHUP loads new code in fresh workers.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shlex
@@ -34,6 +35,8 @@ REFUSED: dict[str, str] = {
     "print_config": "it exits the server", "reload": "use `kiln serve --reload`",
     "reload_engine": "use `kiln serve --reload`", "reload_extra_files": "use `kiln serve --reload`",
     "spew": "it traces every line", "preload_app": "load() must run after fork, in each worker",
+    **dict.fromkeys(("logconfig", "logconfig_dict", "logconfig_json", "logger_class"),
+                    "kiln logs JSON lines (KILN_LOG_FORMAT=text for people)"),
 }
 REFUSED_PREFIXES = ("control_socket", "dirty_", "statsd_")
 WORKER_CLASSES = ("sync", "gthread")
@@ -147,6 +150,25 @@ def options(config: ServiceConfig, host: str, port: int, env: dict[str, str] | N
     return merged
 
 
+def merge_hooks(*hook_sets: dict[str, Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
+    """gunicorn server hooks from several parts of the runtime; one name runs each in turn."""
+    merged: dict[str, Callable[..., Any]] = {}
+    for hooks in hook_sets:
+        for name, hook in hooks.items():
+            first = merged.get(name)
+            merged[name] = hook if first is None else _in_turn(first, hook)
+    return merged
+
+
+def _in_turn(first: Callable[..., Any], then: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(first)  # gunicorn checks a hook's arity through its signature
+    def both(*args: Any) -> None:
+        first(*args)
+        then(*args)
+
+    return both
+
+
 class ServiceApplication(BaseApplication):  # type: ignore[misc]
     """gunicorn serving one service folder; the app is built in each worker."""
 
@@ -154,7 +176,7 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
                  hooks: dict[str, Callable[..., Any]] | None = None):
         self.root = root
         self.settings = settings
-        self.hooks = {"post_worker_init": _post_worker_init, **(hooks or {})}
+        self.hooks = merge_hooks({"post_worker_init": _post_worker_init}, hooks or {})
         super().__init__()
 
     def load_config(self) -> None:
@@ -185,10 +207,12 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,
           hooks: dict[str, Callable[..., Any]] | None = None) -> None:
     """Check the service's settings, then run gunicorn in the foreground until it stops."""
     from runtime.auth import load_policy
+    from runtime import logs, metrics
     from runtime.config import load_service
 
     root = Path(root).resolve()
     config = load_service(root)
     load_policy(config)  # a mode without keys stops here, before gunicorn starts
     settings = options(config, host, port)
-    ServiceApplication(root, settings, hooks).run()
+    settings.update(logs.gunicorn_settings())
+    ServiceApplication(root, settings, merge_hooks(metrics.server_hooks(), hooks or {})).run()

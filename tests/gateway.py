@@ -37,12 +37,10 @@ class GatewayApplication(ServiceApplication):
     def load(self) -> Any:
         app = super().load()
         prefix = f"{GATEWAY_PREFIX}/{app.extensions['kiln'].config.id}"
-        return DispatcherMiddleware(_root(app), {prefix: app})
-
-
-def _start(worker: Any) -> None:
-    for app in worker.wsgi.mounts.values():
-        app.extensions["kiln"].health.start(background=True)
+        gateway = DispatcherMiddleware(_root(app), {prefix: app})
+        # The runtime's post_worker_init hook starts load() through the app's extensions.
+        gateway.extensions = app.extensions  # type: ignore[attr-defined]
+        return gateway
 
 
 def main() -> None:
@@ -52,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     root = args.directory.resolve()
     settings = options(load_service(root), "127.0.0.1", args.port)
-    GatewayApplication(root, settings, {"post_worker_init": _start}).run()
+    GatewayApplication(root, settings).run()
 
 
 if __name__ == "__main__":

@@ -162,7 +162,8 @@ def test_sigv4_on_gunicorn(server: Server, case: str) -> None:
     body = response.json()
     if status == 401:
         rid = response.headers["X-Request-ID"]
-        logged = [line for line in server.output().splitlines() if rid in line]
+        logged = [line for line in server.output().splitlines()
+                  if rid in line and "kiln.auth" in line]
         assert len(logged) == 1 and reason in logged[0], logged
         # One reason for every failure: the caller learns nothing about which part failed.
         assert body == {"error": "unauthorized: missing or invalid credentials",

@@ -1,0 +1,183 @@
+"""Logs: one line per request, gunicorn's own lines and the user's `logging` calls, all alike.
+
+Every line is one JSON object (`KILN_LOG_FORMAT=text` for people) with the time, level, logger,
+message, the worker's pid and, inside a request, its request id. The id lives in a context
+variable that predict's worker threads inherit (runtime/routes.py copies the context), so a
+`logging.getLogger(__name__).info(...)` in user code carries it without any effort.
+
+gunicorn applies `logconfig(...)` through its `logconfig_dict` setting, in the master before
+the workers fork, so its own error log and every worker share one handler and one format.
+"""
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, g, request
+from gunicorn.glogging import Logger as GunicornLoggerBase
+
+from runtime.errors import ConfigError
+from runtime.responses import request_id
+
+FORMATS = ("json", "text")
+ACCESS_LOGGER = "kiln.access"
+#: The route label of a request that matched no route (404, 405): raw paths never become labels.
+UNMATCHED = "<unmatched>"
+
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("kiln_request_id",
+                                                                         default=None)
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+def current_request_id() -> str | None:
+    """The id of the request this code runs for, also in predict's threads; None outside one."""
+    return _request_id.get()
+
+
+def log_format(env: Mapping[str, str] | None = None) -> str:
+    """KILN_LOG_FORMAT: json (the default) or text; anything else is a ConfigError."""
+    value = (os.environ if env is None else env).get("KILN_LOG_FORMAT", "").strip().lower()
+    if value and value not in FORMATS:
+        raise ConfigError(f"KILN_LOG_FORMAT: {value!r} is not allowed; allowed: {', '.join(FORMATS)}")
+    return value or "json"
+
+
+class RequestIdFilter(logging.Filter):
+    """Give every record a `request_id` attribute (None outside a request), for any formatter."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = _request_id.get()
+        return True
+
+
+_second: tuple[int, str] = (0, "")
+# One encoder for every line: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
+def _timestamp(created: float) -> str:
+    """ISO 8601 UTC with milliseconds; the part up to the second is reused within a second."""
+    global _second
+    seconds = int(created)
+    if _second[0] != seconds:
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_second[1]}.{int((created - seconds) * 1000):03d}Z"
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, pid, request_id, fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": _timestamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+            "request_id": getattr(record, "request_id", None) or _request_id.get(),
+        }
+        fields = getattr(record, "kiln", None)
+        if fields:
+            out.update(fields)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exception"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return _encode(out)
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger [request id] message`, with a traceback under it when there is one."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(rid)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        rid = getattr(record, "request_id", None) or _request_id.get()
+        record.rid = f" [{rid}]" if rid else ""
+        return super().formatMessage(record)
+
+
+def logconfig(fmt: str = "json") -> dict[str, Any]:
+    """The `logging.config.dictConfig` dict kiln gives gunicorn (setting `logconfig_dict`)."""
+    formatter = JSONFormatter if fmt == "json" else TextFormatter
+    handler = {"class": "logging.StreamHandler", "stream": sys.stdout, "formatter": "kiln",
+               "filters": ["request_id"]}
+    own = {"level": "INFO", "handlers": ["kiln"], "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {"kiln": {"()": formatter}},
+        "handlers": {"kiln": handler},
+        "root": {"level": "INFO", "handlers": ["kiln"]},
+        # gunicorn's loggers do not propagate; give them the same handler.
+        "loggers": {"gunicorn.error": own, "gunicorn.access": own},
+    }
+
+
+class GunicornLogger(GunicornLoggerBase):  # type: ignore[misc]
+    """gunicorn's logger, writing its access lines only when `accesslog` asks for them.
+
+    gunicorn turns its access log on whenever `logconfig_dict` is set; kiln's own line per
+    request (logger kiln.access) already says more, with the route rule and the request id.
+    """
+
+    def access(self, resp: Any, req: Any, environ: Any, request_time: Any) -> None:
+        if self.cfg.accesslog:
+            super().access(resp, req, environ, request_time)
+
+
+def gunicorn_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The gunicorn settings that give the server kiln's log format (users cannot set them)."""
+    return {"logconfig_dict": logconfig(log_format(env)), "logger_class": GunicornLogger}
+
+
+def _started() -> None:
+    g.kiln_log_start = time.perf_counter()
+    _request_id.set(request_id())
+
+
+def _route() -> str:
+    rule = request.url_rule
+    return rule.rule if rule is not None else UNMATCHED
+
+
+def _finished(response: Response) -> Response:
+    if access_log.isEnabledFor(logging.INFO):
+        start = g.get("kiln_log_start")
+        duration = (time.perf_counter() - start) * 1000 if start is not None else None
+        route = _route()
+        status = response.status_code
+        fields = {"method": request.method, "route": route, "status": status,
+                  "duration_ms": round(duration, 3) if duration is not None else None,
+                  "client": request.remote_addr}
+        # handle() a ready record: info() would also walk the stack to find the caller.
+        record = access_log.makeRecord(
+            ACCESS_LOGGER, logging.INFO, __file__, 0,
+            f"{request.method} {route} {status} {duration or 0.0:.1f}ms", (), None,
+            extra={"kiln": fields})
+        access_log.handle(record)
+    return response
+
+
+def _teardown(exc: BaseException | None) -> None:
+    # set, not reset(token): a streamed response may tear down in another context.
+    _request_id.set(None)
+
+
+def init_app(app: Flask, service: Any = None) -> None:
+    """Time each request, log it on `kiln.access`, and expose its id to logging calls."""
+    # First of all before_request functions: one that answers early (413) skips the rest.
+    app.before_request_funcs.setdefault(None, []).insert(0, _started)
+    app.after_request(_finished)
+    app.teardown_request(_teardown)

@@ -1,0 +1,301 @@
+"""Prometheus metrics at /metrics, correct across every gunicorn worker.
+
+prometheus_client decides once, when it is first imported, whether values live in memory or in
+mmap'd files under PROMETHEUS_MULTIPROC_DIR (one set per process, summed at scrape time). So
+this module imports it lazily: the gunicorn master calls `on_starting` (a server hook the
+runtime sets) to point that variable at a fresh tmpfs folder before any worker forks, and only
+then does anything import prometheus_client. Without gunicorn (the Flask test client) the same
+metrics live in the default in-memory registry.
+
+Labels never carry raw paths: a request is labelled with its route rule
+(`/items/<int:item_id>`), or `<unmatched>`, so label sets stay bounded.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from runtime.errors import KilnError
+from runtime.logs import UNMATCHED
+
+log = logging.getLogger("kiln.metrics")
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+ROUTE = "/metrics"
+ENDPOINT = "kiln_metrics"
+PREDICT_ENDPOINT = "kiln.predict"
+USER_PREFIX = "kiln_user_"
+MAX_USER_METRICS = 200
+#: Latency buckets (seconds): from a fast in-memory predict to a slow model.
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+           float("inf"))
+METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+class MetricError(KilnError, ValueError):
+    """Raised when `log_metric` gets a bad name, value or set of labels."""
+
+
+# -- The gunicorn master: the multiprocess folder and the hooks that keep it right --------------
+
+_created: Path | None = None
+
+
+def prepare_multiprocess_dir(pid: int | None = None) -> Path:
+    """Point PROMETHEUS_MULTIPROC_DIR at an empty folder (on tmpfs), before workers fork.
+
+    A folder the user named is emptied of metric files; otherwise kiln makes
+    /dev/shm/kiln-metrics-<master pid> (and removes it on exit).
+    """
+    global _created
+    given = os.environ.get(ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return path
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    _remove_orphans(base)
+    path = base / f"kiln-metrics-{pid or os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700, parents=True)
+    os.environ[ENV] = str(path)
+    _created = path
+    return path
+
+
+def _remove_orphans(base: Path) -> None:
+    """Remove the folders of kiln servers that died without cleaning up (SIGKILL, OOM)."""
+    for folder in base.glob("kiln-metrics-*"):
+        pid = folder.name.rsplit("-", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # alive, but another user's process
+            continue
+
+
+def on_starting(server: Any) -> None:
+    """gunicorn hook, in the master before any worker forks: a fresh metrics folder."""
+    if "prometheus_client.values" in sys.modules:
+        log.warning("prometheus_client was imported before %s was set: metrics of the "
+                    "master process stay in memory", ENV)
+    prepare_multiprocess_dir()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook: drop a dead worker's live gauges (its in-flight count, its load time)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """gunicorn hook: remove the folder kiln made."""
+    if _created is not None:
+        shutil.rmtree(_created, ignore_errors=True)
+
+
+def server_hooks() -> dict[str, Callable[..., Any]]:
+    """The gunicorn server hooks metrics need; runtime/server.py sets them (users cannot)."""
+    return {"on_starting": on_starting, "child_exit": child_exit, "on_exit": on_exit}
+
+
+# -- Every process: the metrics themselves ----------------------------------------------------
+
+class Metrics:
+    """kiln's own metrics, created once per process after PROMETHEUS_MULTIPROC_DIR is known."""
+
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram, values
+
+        self.multiprocess = bool(getattr(values.ValueClass, "_multiprocess", False))
+        labels = ("route", "method", "status")
+        self.requests = Counter("kiln_http_requests_total",
+                                "HTTP requests answered, by route rule, method and status class.",
+                                labels)
+        self.latency = Histogram("kiln_http_request_duration_seconds",
+                                 "Time to answer an HTTP request, by route rule.",
+                                 labels, buckets=BUCKETS)
+        self.in_flight = Gauge("kiln_http_requests_in_progress",
+                               "HTTP requests being answered now, over all workers.",
+                               multiprocess_mode="livesum")
+        self.predictions = Counter("kiln_predictions_total",
+                                   "Calls of the predict route, by status class.", ("status",))
+        self.predict_latency = Histogram("kiln_predict_duration_seconds",
+                                         "Time to answer the predict route.", ("status",),
+                                         buckets=BUCKETS)
+        self.load_seconds = Gauge("kiln_model_load_seconds",
+                                  "Seconds the service's load() took, the slowest live worker.",
+                                  multiprocess_mode="livemax")
+        self.reloads = Counter("kiln_reloads_total", "Hot reloads of the service's code.",
+                               ("result",))
+        self.user: dict[str, Any] = {}
+        self.lock = threading.Lock()
+        # (route, method, status) -> (counter child, histogram child): skips labels() lookups.
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method if method in METHODS else "other", f"{status // 100}xx")
+        series = self._series.get(key)
+        if series is None:
+            series = (self.requests.labels(*key), self.latency.labels(*key))
+            self._series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+
+_metrics: Metrics | None = None
+_create_lock = threading.Lock()
+
+
+def metrics() -> Metrics:
+    """This process's Metrics (created on first use)."""
+    global _metrics
+    if _metrics is None:
+        with _create_lock:
+            if _metrics is None:
+                _metrics = Metrics()
+    return _metrics
+
+
+def record_reload(ok: bool = True) -> None:
+    """Count one hot reload of the service's code (the reload helper calls this)."""
+    metrics().reloads.labels("ok" if ok else "failed").inc()
+
+
+def log_metric(name: str, value: float, **labels: Any) -> None:
+    """Set the gauge `kiln_user_<name>{labels}` to VALUE; /metrics shows the latest over workers.
+
+    NAME and label names are Prometheus names (letters, digits, `_`); one name always takes
+    the same label names.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise MetricError(f"log_metric: name {name!r} is not a metric name: letters, digits "
+                          "and '_', not starting with a digit")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError) as err:
+            raise MetricError(f"log_metric: value of {name!r} must be a number, got {value!r}") \
+                from err
+    bad = [k for k in labels if not _NAME.fullmatch(k) or k.startswith("__")]
+    if bad:
+        raise MetricError(f"log_metric: label {bad[0]!r} of {name!r} is not a label name: "
+                          "letters, digits and '_', not starting with '__'")
+    full = name if name.startswith(USER_PREFIX) else USER_PREFIX + name
+    names = tuple(sorted(labels))
+    gauge = _user_gauge(full, names)
+    if names:
+        gauge = gauge.labels(*(str(labels[k]) for k in names))
+    gauge.set(float(value))
+
+
+def _user_gauge(full: str, names: tuple[str, ...]) -> Any:
+    from prometheus_client import Gauge
+
+    m = metrics()
+    with m.lock:
+        gauge = m.user.get(full)
+        if gauge is None:
+            if len(m.user) >= MAX_USER_METRICS:
+                raise MetricError(f"log_metric: more than {MAX_USER_METRICS} metric names; "
+                                  "use labels for variants of one metric")
+            # mostrecent: the value the service logged last, whichever worker logged it.
+            gauge = Gauge(full, "Set by the service's code with runtime.log_metric.", names,
+                          multiprocess_mode="mostrecent")
+            m.user[full] = gauge
+    if tuple(gauge._labelnames) != names:  # prometheus_client has no public accessor
+        raise MetricError(f"log_metric: {full!r} was logged with labels "
+                          f"{list(gauge._labelnames)}, now with {list(names)}; "
+                          "use the same label names every time")
+    return gauge
+
+
+# -- The Flask side --------------------------------------------------------------------------
+
+def exposition() -> Response:
+    """/metrics: everything, from all workers' files (multiprocess) or this process."""
+    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client.exposition import choose_encoder
+
+    registry = REGISTRY
+    if metrics().multiprocess:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        # A fresh registry: the default one holds this process's metrics, twice-counted.
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return Response(encoder(registry), headers={"Content-Type": content_type})
+
+
+def _started() -> None:
+    if request.endpoint == ENDPOINT:
+        return
+    g.kiln_metrics_start = time.perf_counter()
+    _metrics_now().in_flight.inc()
+
+
+def _metrics_now() -> Metrics:
+    return _metrics if _metrics is not None else metrics()
+
+
+def _observe(status: int) -> None:
+    start = g.pop("kiln_metrics_start", None)
+    if start is None:
+        return
+    seconds = time.perf_counter() - start
+    m = _metrics_now()
+    m.in_flight.dec()
+    rule = request.url_rule
+    m.observe(rule.rule if rule is not None else UNMATCHED, request.method, status, seconds)
+    if request.endpoint == PREDICT_ENDPOINT:
+        status_class = f"{status // 100}xx"
+        m.predictions.labels(status_class).inc()
+        m.predict_latency.labels(status_class).observe(seconds)
+
+
+def _finished(response: Response) -> Response:
+    _observe(response.status_code)
+    return response
+
+
+def _teardown(exc: BaseException | None) -> None:
+    # after_request did not run: an error escaped every handler, and gunicorn answers 500.
+    _observe(500)
+
+
+def _record_load(health: Any) -> None:
+    health.finished.wait()
+    if health.load_seconds is not None:
+        metrics().load_seconds.set(health.load_seconds)
+
+
+def init_app(app: Flask, service: Any) -> None:
+    """Count and time every request, record load() time, and serve /metrics."""
+    metrics()
+    app.before_request_funcs.setdefault(None, []).insert(0, _started)
+    app.after_request(_finished)
+    app.teardown_request(_teardown)
+    app.add_url_rule(ROUTE, ENDPOINT, exposition, methods=["GET"])
+    if not service.health.finished.is_set() or service.health.load_seconds is not None:
+        threading.Thread(target=_record_load, args=(service.health,), name="kiln-load-metric",
+                         daemon=True).start()
