@@ -151,6 +151,7 @@ class Metrics:
         self.lock = threading.Lock()
         # (route, method, status) -> (counter child, histogram child): skips labels() lookups.
         self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._predict_series: dict[str, tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method if method in METHODS else "other", f"{status // 100}xx")
@@ -158,6 +159,16 @@ class Metrics:
         if series is None:
             series = (self.requests.labels(*key), self.latency.labels(*key))
             self._series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)
+
+    def observe_predict(self, status: int, seconds: float) -> None:
+        """Count and time one answer of the predict route (children cached, as in observe)."""
+        key = f"{status // 100}xx"
+        series = self._predict_series.get(key)
+        if series is None:
+            series = (self.predictions.labels(key), self.predict_latency.labels(key))
+            self._predict_series[key] = series
         series[0].inc()
         series[1].observe(seconds)
 
@@ -268,9 +279,7 @@ def _observe(status: int) -> None:
     rule = request.url_rule
     m.observe(rule.rule if rule is not None else UNMATCHED, request.method, status, seconds)
     if request.endpoint == PREDICT_ENDPOINT:
-        status_class = f"{status // 100}xx"
-        m.predictions.labels(status_class).inc()
-        m.predict_latency.labels(status_class).observe(seconds)
+        m.observe_predict(status, seconds)
 
 
 def _finished(response: Response) -> Response:
