@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from runtime.errors import KilnError
+from scaffold.cli import new_service_command
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,6 +56,9 @@ def serve(directory: Path, host: str, port: int) -> None:
     from runtime.server import serve as run_server
 
     run_server(directory, host=host, port=port)
+
+
+cli.add_command(new_service_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
