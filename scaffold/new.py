@@ -137,12 +137,12 @@ def new_service(name: str, output_dir: str | Path = ".", template: str = "custom
             if ask is None:
                 raise ScaffoldError("interactive mode needs a way to ask; pass --no-input")
             context.update(ask_questions(template_dir, context, ask))
-        return _render(template_dir, context, dest)
+        return render_template(template_dir, context, dest)
 
 
-def _render(template_dir: Path, context: dict[str, Any], dest: Path) -> Path:
+def render_template(template_dir: Path, context: dict[str, Any], dest: Path) -> Path:
     """Render into a staging folder beside DEST, check it, then move it to DEST."""
-    from cookiecutter.exceptions import CookiecutterException
+    from cookiecutter.exceptions import CookiecutterException, UndefinedVariableInTemplate
     from cookiecutter.main import cookiecutter
 
     parent = dest.parent
@@ -158,6 +158,10 @@ def _render(template_dir: Path, context: dict[str, Any], dest: Path) -> Path:
                 rendered = Path(cookiecutter(str(template_dir), no_input=True,
                                              extra_context=context, output_dir=str(staging),
                                              default_config=isolated, accept_hooks=False))
+            except UndefinedVariableInTemplate as err:
+                # str(err) carries the whole context; the two messages say what is wrong.
+                raise ScaffoldError(f"template {template_dir.name}: {err.message}: "
+                                    f"{err.error.message}") from err
             except (CookiecutterException, ValueError) as err:
                 raise ScaffoldError(f"template {template_dir.name}: {err}") from err
         remove_debris(rendered)

@@ -15,6 +15,8 @@ from click.testing import CliRunner, Result
 from runtime import cli as kiln_cli
 from runtime.testing import client as service_client
 from scaffold import cli as scaffold_cli
+from scaffold.errors import ScaffoldError
+from scaffold.new import render_template
 from scaffold.schema import IN_SERVICE, PACKAGED, schema_text
 from tests.support import ROOT, Server
 
@@ -243,3 +245,24 @@ def test_the_model_service_skips_until_a_model_is_saved(tmp_path: Path) -> None:
     status = service_client(folder).get("/api/v1.0/health/status")
     assert status.status_code == 503
     assert "model.joblib" in status.get_json()["reason"]
+
+
+@pytest.mark.parametrize(("files", "problem"), [
+    ({"service.yaml": "id: {{ cookiecutter.id }}\ncolour: blue\n"}, "colour: unknown key"),
+    ({"service.yaml": "id: {{ cookiecutter.nothing }}\n"}, "service.yaml'.*has no attribute 'nothing'"),
+])
+def test_a_failed_render_leaves_nothing_behind(tmp_path: Path, files: dict[str, str],
+                                               problem: str) -> None:
+    template = tmp_path / "broken"
+    (template / "{{cookiecutter.id}}").mkdir(parents=True)
+    (template / "cookiecutter.json").write_text('{"id": "x"}')
+    for name, text in files.items():
+        (template / "{{cookiecutter.id}}" / name).write_text(text)
+    old = tmp_path / "out" / "svc"
+    old.mkdir(parents=True)
+    (old / "mine.txt").write_text("kept")
+    for dest in (tmp_path / "new" / "deeper" / "svc", old):
+        with pytest.raises(ScaffoldError, match=problem):
+            render_template(template, {"id": "svc"}, dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "out"]
+    assert snapshot(tmp_path / "out") == {"svc/mine.txt": b"kept"}
