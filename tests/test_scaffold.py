@@ -266,3 +266,17 @@ def test_a_failed_render_leaves_nothing_behind(tmp_path: Path, files: dict[str, 
             render_template(template, {"id": "svc"}, dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "out"]
     assert snapshot(tmp_path / "out") == {"svc/mine.txt": b"kept"}
+
+
+def test_the_model_template_takes_its_model_path(tmp_path: Path) -> None:
+    result = new("iris", "-o", str(tmp_path), "--template", "model", "--no-input",
+                 "model_path=models/iris.pkl")
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load((tmp_path / "iris" / "service.yaml").read_text())
+    assert data["model"] == {"path": "models/iris.pkl"}
+    assert "scikit-learn" in data["packages"]
+
+
+def test_kiln_help_lists_new_service() -> None:
+    result = CliRunner().invoke(kiln_cli.cli, ["--help"])
+    assert result.exit_code == 0 and "new-service" in result.output
