@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from runtime.errors import KilnError
+from scaffold.cli import new_service_command
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,6 +109,7 @@ def export_captures(directory: Path, since: Any, until: Any, output: str) -> Non
 
     count = export(directory, since.date(), until.date() if until else None, output)
     click.echo(f"exported {count} request(s) to {output}", err=True)
+cli.add_command(new_service_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -43,14 +43,23 @@ class Server:
     """`kiln serve` (or another kiln command) as a real process on a free 127.0.0.1 port."""
 
     def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None,
-                 port: int | None = None, cwd: Path | None = None, module: str = "runtime.cli"):
+                 port: int | None = None, cwd: Path | None = None, module: str = "runtime.cli",
+                 program: list[str] | None = None):
+        """module: run `python -m MODULE` from this checkout (default: the kiln CLI);
+        program: a command to run instead (e.g. an installed `kiln`), without the checkout
+        on PYTHONPATH."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
+        if program is None:
+            program = [sys.executable, "-m", module]
+            full_env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
+        else:
+            full_env.pop("PYTHONPATH", None)
         self._log = log.open("wb")
-        command = [sys.executable, "-m", module, *args, "--port", str(self.port)]
+        command = [*program, *args, "--port", str(self.port)]
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=full_env, cwd=cwd, start_new_session=True)
 
