@@ -57,6 +57,20 @@ def serve(directory: Path, host: str, port: int) -> None:
     run_server(directory, host=host, port=port)
 
 
+def _add_builder_commands() -> None:
+    """`kiln build` and `kiln run`; absent inside an image, where only the runtime is installed."""
+    try:
+        from builder.cli import add_commands
+    except ModuleNotFoundError as err:
+        if err.name != "builder":
+            raise
+        return
+    add_commands(cli, user_errors)
+
+
+_add_builder_commands()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point of `kiln`."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="kiln")

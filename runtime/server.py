@@ -10,6 +10,7 @@ import math
 import os
 import shlex
 import signal
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -175,4 +176,9 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,
     root = Path(root).resolve()
     config = load_service(root)
     settings = options(config, host, port)
+    cmd_args = os.environ.get("GUNICORN_CMD_ARGS")
+    if cmd_args:
+        # gunicorn does not log its settings; say that the variable was honoured (docker run -e).
+        applied = ", ".join(f"{k}={v}" for k, v in env_options(cmd_args).items())
+        print(f"kiln: GUNICORN_CMD_ARGS={cmd_args!r} applied: {applied}", file=sys.stderr, flush=True)
     ServiceApplication(root, settings, hooks).run()
