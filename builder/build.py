@@ -22,6 +22,8 @@ from runtime.config import ServiceConfig, load_service
 
 Echo = Callable[[str], None]
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+# The legacy builder wraps a step's stderr in ANSI colour codes.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # The engine's own bookkeeping between steps, not worth a line on screen.
 _NOISE = re.compile(r"^\s*(---> |Running in [0-9a-f]+$|Removing intermediate container )")
 
@@ -76,7 +78,7 @@ class _Progress:
             # One aux ID per stage in a multi-stage build: the last one is the image.
             self.image_id = chunk["aux"]["ID"]
         text = chunk.get("stream") or chunk.get("status") or ""
-        for line in text.splitlines():
+        for line in _ANSI.sub("", text).splitlines():
             line = line.rstrip()
             if not line:
                 continue
@@ -84,9 +86,9 @@ class _Progress:
             if _STEP.match(line):
                 self.step, self.step_lines = line, []
                 self.echo(line)
-            else:
+            elif not _NOISE.match(line):
                 self.step_lines.append(line)
-                if not self.quiet and not _NOISE.match(line):
+                if not self.quiet:
                     self.echo(f"  {line}")
 
     def failure(self, chunk: dict[str, Any]) -> BuildError:
@@ -115,7 +117,12 @@ def _size(client: Any, image: str) -> int | None:
 def build_image(config: ServiceConfig, options: BuildOptions, echo: Echo = print,
                 client: Any = None) -> BuildResult:
     """Build CONFIG's service into an image tagged options.tag (or its default tag)."""
-    client = client or docker_client()
+    if client is None:
+        owned = docker_client()
+        try:
+            return build_image(config, options, echo, owned)
+        finally:
+            owned.close()
     tag = options.tag or default_tag(config, options)
     base = base_image(config, options)
     began = time.monotonic()

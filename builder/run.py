@@ -36,6 +36,10 @@ class Limits:
         cpus, memory, gpus = SIZES[size]
         return cls(size, cpus, memory, gpus)
 
+    def within(self, host_cpus: int) -> Limits:
+        """The same limits with CPUs capped at the engine's: it refuses more than it has."""
+        return Limits(self.size, min(self.cpus, host_cpus), self.memory_gb, self.gpus)
+
     def container_kwargs(self) -> dict[str, Any]:
         """docker SDK arguments: nano_cpus must be an int, device requests stand for --gpus."""
         kwargs: dict[str, Any] = {"nano_cpus": int(self.cpus * 1e9),
@@ -69,9 +73,12 @@ def start(client: Any, image: str, limits: Limits, port: int) -> Any:
     """Create and start the container; on failure remove it, so nothing is left behind."""
     import docker.errors
 
-    container = client.containers.create(
-        image, ports={f"{PORT}/tcp": ("127.0.0.1", port)}, labels={"kiln.run": image},
-        **limits.container_kwargs())
+    try:
+        container = client.containers.create(
+            image, ports={f"{PORT}/tcp": ("127.0.0.1", port)}, labels={"kiln.run": image},
+            **limits.container_kwargs())
+    except docker.errors.APIError as err:
+        raise RunError(f"cannot create a container of {image}: {err.explanation or err}") from err
     try:
         container.start()
     except docker.errors.APIError as err:
@@ -110,8 +117,20 @@ def follow(container: Any, echo: Echo) -> int:
 def run(what: str, port: int = PORT, detach: bool = False, echo: Echo = print) -> str:
     """Start the image of WHAT (a service folder or an image); return the container id."""
     client = docker_client()
+    try:
+        return _run(client, what, port, detach, echo)
+    finally:
+        client.close()
+
+
+def _run(client: Any, what: str, port: int, detach: bool, echo: Echo) -> str:
     image, size = resolve_image(client, what)
     limits = Limits.of(size)
+    host_cpus = int(client.info().get("NCPU") or limits.cpus)
+    if host_cpus < limits.cpus:
+        echo(f"Size {size} asks for {limits.cpus:g} CPUs; this Docker engine has {host_cpus}: "
+             f"limiting the container to {host_cpus}")
+        limits = limits.within(host_cpus)
     container = start(client, image, limits, port)
     gpu = f", {limits.gpus} GPU" if limits.gpus else ""
     echo(f"Serving {image} on http://127.0.0.1:{port} in container {container.short_id} "
