@@ -135,10 +135,16 @@ def build_image(config: ServiceConfig, options: BuildOptions, echo: Echo = print
             path=str(context.folder), tag=tag, decode=True, rm=True, forcerm=True,
             pull=False, nocache=options.no_cache, buildargs=buildargs,
             network_mode=options.network, timeout=None)
+        failure = None
         for chunk in stream:
-            if "error" in chunk:
-                raise progress.failure(chunk)
-            progress.feed(chunk)
+            # Read on after an error: the engine ends the stream then, and an abandoned
+            # stream would keep its connection open.
+            if "error" in chunk and failure is None:
+                failure = progress.failure(chunk)
+            elif failure is None:
+                progress.feed(chunk)
+        if failure is not None:
+            raise failure
     if progress.image_id is None:
         raise BuildError(f"the engine finished building {tag} without naming an image")
     size = _size(client, progress.image_id) or 0

@@ -199,14 +199,16 @@ def test_an_arbitrary_uid_in_group_0_serves(cpu_image: tuple[str, str],
 def _files(client: Any, image: str) -> Iterator[tuple[str, bytes]]:
     """(path, content) of every regular file of IMAGE, through `docker export`."""
     container = client.containers.create(image)
+    chunks = container.export()
     try:
-        stream = _Reader(container.export())
-        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=_Reader(chunks), mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
                 if member.isfile():
                     handle = tar.extractfile(member)
                     yield member.name, handle.read() if handle else b""
     finally:
+        for _ in chunks:  # the tar ends before the stream does; read it out to free the socket
+            pass
         container.remove(force=True)
 
 
