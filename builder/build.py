@@ -62,7 +62,7 @@ def mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
-class _Progress:
+class Progress:
     """Turns the build stream into lines: Step n/N always, a step's own lines unless quiet."""
 
     def __init__(self, echo: Echo, quiet: bool):
@@ -102,6 +102,9 @@ class _Progress:
         errors = [line for line in self.step_lines if line.lstrip().startswith(("ERROR", "E:"))]
         cause = errors[-1].strip() if errors else (self.step_lines[-1].strip()
                                                    if self.step_lines else reason)
+        if any("CERTIFICATE_VERIFY_FAILED" in line for line in self.step_lines):
+            cause += ("; TLS certificates were not trusted: pass the CA bundle of your network "
+                      "(proxy) with --ca-bundle FILE")
         match = _STEP.match(self.step)
         where = f"step {match.group(1)}/{match.group(2)} ({match.group(3)})" if match else self.step
         return BuildError(f"build failed at {where}: {cause}")
@@ -128,7 +131,7 @@ def build_image(config: ServiceConfig, options: BuildOptions, echo: Echo = print
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="kiln-build-") as folder:
         context = write_context(config, options, Path(folder) / "context")
-        progress = _Progress(echo, options.quiet)
+        progress = Progress(echo, options.quiet)
         buildargs = {"PIP_INDEX_URL": options.index_url} if options.index_url else None
         echo(f"Building {tag} from {base} (target {target_of(config, options)})")
         stream = client.api.build(

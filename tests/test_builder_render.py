@@ -11,6 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from builder import runtime_dist
+from builder.build import Progress
 from builder.context import write_context
 from builder.dockerfile import BuildOptions, base_image, default_tag, render_dockerfile, run_line
 from builder.errors import BuildError
@@ -204,3 +205,33 @@ def test_build_refuses_a_bad_service_yaml_before_building(tmp_path: Path) -> Non
     assert result.exit_code == 1
     assert result.output.strip() == (f"Error: {folder}/service.yaml: size: 'huge' is not "
                                      f"allowed; allowed: small, large, gpu")
+
+
+PIP_STEP = "Step 10/23 : RUN /opt/venv/bin/pip install -r /tmp/kiln/requirements.txt"
+FAILED = "The command '/bin/sh -c /opt/venv/bin/pip ...' returned a non-zero code: 1"
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    (["\x1b[91mERROR: Could not find a version that satisfies the requirement nopkg\n",
+      "\x1b[91mERROR: No matching distribution found for nopkg\n\x1b[0m"],
+     ("build failed at step 10/23 (RUN /opt/venv/bin/pip install -r /tmp/kiln/requirements.txt):"
+     " ERROR: No matching distribution found for nopkg")),
+    ([("WARNING: Retrying ... SSLError(SSLCertVerificationError(1, '[SSL: "
+      "CERTIFICATE_VERIFY_FAILED] certificate verify failed'))\n"),
+      "ERROR: No matching distribution found for six\n"],
+     ("found for six; TLS certificates were not trusted: pass the CA bundle of your network "
+     "(proxy) with --ca-bundle FILE")),
+    (["Collecting six\n"], ": Collecting six"),
+    ([], f": {FAILED}"),
+])
+def test_a_failed_step_names_its_cause(lines: list[str], message: str) -> None:
+    """The chunks are shaped as the legacy builder streams them (stderr in ANSI red)."""
+    shown: list[str] = []
+    progress = Progress(shown.append, quiet=True)
+    for chunk in [{"stream": PIP_STEP + "\n"}, {"stream": " ---> Running in 865e87f23b7d\n"},
+                  *({"stream": line} for line in lines)]:
+        progress.feed(chunk)
+    error = progress.failure({"error": FAILED, "errorDetail": {"code": 1, "message": FAILED}})
+    assert str(error).endswith(message)
+    assert shown[0] == PIP_STEP and shown[-1] == f"  {FAILED}"  # quiet still shows the step's log
+    assert "Running in" not in "".join(shown)

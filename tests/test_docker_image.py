@@ -344,3 +344,28 @@ def test_kiln_run_serves_with_the_size_limits_and_stops_on_ctrl_c(
     finally:
         server.stop()
 
+
+
+def test_the_container_checks_service_yaml_at_start(tmp_path: Path, docker_engine: Any,
+                                                    cpu_image: tuple[str, str]) -> None:
+    bad = tmp_path / "service.yaml"
+    bad.write_text("id: imaged\nsize: huge\n")
+    bad.chmod(0o644)
+    container = docker_engine.containers.run(
+        cpu_image[0], detach=True, volumes={str(bad): {"bind": "/srv/service/service.yaml",
+                                                       "mode": "ro"}})
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 1
+        logs = container.logs().decode(errors="replace").strip()
+        assert logs == ("Error: /srv/service/service.yaml: size: 'huge' is not allowed; "
+                        "allowed: small, large, gpu")
+    finally:
+        container.remove(force=True)
+
+
+def test_kiln_run_of_a_service_not_built_yet(tmp_path: Path, docker_engine: Any) -> None:
+    folder = service_copy(tmp_path, version="9.9.9-never-built")
+    result = CliRunner().invoke(cli, ["run", str(folder)])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"Error: image 'imaged:9.9.9-never-built' not found; "
+                                     f"build it first: kiln build {folder}")
