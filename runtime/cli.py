@@ -44,19 +44,6 @@ def cli() -> None:
     """
 
 
-@cli.command()
-@service_dir
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535),
-              help="Port to listen on.")
-@user_errors
-def serve(directory: Path, host: str, port: int) -> None:
-    """Serve the service in DIRECTORY under gunicorn (default: the current folder)."""
-    from runtime.server import serve as run_server
-
-    run_server(directory, host=host, port=port)
-
-
 def _add_builder_commands() -> None:
     """`kiln build` and `kiln run`; absent inside an image, where only the runtime is installed."""
     try:
@@ -69,6 +56,19 @@ def _add_builder_commands() -> None:
 
 
 _add_builder_commands()
+
+
+@cli.command()
+@service_dir
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535),
+              help="Port to listen on.")
+@user_errors
+def serve(directory: Path, host: str, port: int) -> None:
+    """Serve the service in DIRECTORY under gunicorn (default: the current folder)."""
+    from runtime.server import serve as run_server
+
+    run_server(directory, host=host, port=port)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -10,7 +10,6 @@ import math
 import os
 import shlex
 import signal
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -119,6 +118,16 @@ def env_options(value: str) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if v is not None and k != "args"}
 
 
+def announce_cmd_args(env: dict[str, str] | None = None) -> None:
+    """Say on stderr which GUNICORN_CMD_ARGS settings apply: gunicorn does not log its settings."""
+    import sys
+
+    value = (dict(os.environ) if env is None else env).get("GUNICORN_CMD_ARGS")
+    if value:
+        applied = ", ".join(f"{k}={v}" for k, v in env_options(value).items())
+        print(f"kiln: GUNICORN_CMD_ARGS={value!r} applied: {applied}", file=sys.stderr, flush=True)
+
+
 def options(config: ServiceConfig, host: str, port: int, env: dict[str, str] | None = None,
             cpus: int | None = None) -> dict[str, Any]:
     """gunicorn settings: defaults, then service.yaml `gunicorn:`, then GUNICORN_CMD_ARGS."""
@@ -174,11 +183,7 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,
     from runtime.config import load_service
 
     root = Path(root).resolve()
+    announce_cmd_args()  # seen in `docker logs` when docker run -e GUNICORN_CMD_ARGS=... is used
     config = load_service(root)
     settings = options(config, host, port)
-    cmd_args = os.environ.get("GUNICORN_CMD_ARGS")
-    if cmd_args:
-        # gunicorn does not log its settings; say that the variable was honoured (docker run -e).
-        applied = ", ".join(f"{k}={v}" for k, v in env_options(cmd_args).items())
-        print(f"kiln: GUNICORN_CMD_ARGS={cmd_args!r} applied: {applied}", file=sys.stderr, flush=True)
     ServiceApplication(root, settings, hooks).run()
