@@ -369,3 +369,17 @@ def test_kiln_run_of_a_service_not_built_yet(tmp_path: Path, docker_engine: Any)
     assert result.exit_code == 1
     assert result.output.strip() == (f"Error: image 'imaged:9.9.9-never-built' not found; "
                                      f"build it first: kiln build {folder}")
+
+
+def test_kiln_run_detach_leaves_it_serving(docker_engine: Any, cpu_image: tuple[str, str]) -> None:
+    port = free_port()
+    result = CliRunner().invoke(cli, ["run", cpu_image[0], "--port", str(port), "--detach"])
+    assert result.exit_code == 0, result.output
+    short_id = result.output.strip().splitlines()[-1].split()[-1]
+    container = docker_engine.containers.get(short_id)
+    try:
+        url = f"http://127.0.0.1:{port}/api/v1.0/health/status"
+        assert wait_for(lambda: requests.get(url, timeout=2).status_code == 200, timeout=60)
+        assert container.attrs["Config"]["Labels"]["kiln.run"] == cpu_image[0]
+    finally:
+        container.remove(force=True)
