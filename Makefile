@@ -9,7 +9,7 @@ DEMO_NAME ?= add-numbers
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: demo test system-deps lint clean
+.PHONY: demo test system-deps base-images lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 ## system-deps: Debian packages the tests need (Docker engine, debootstrap, Chromium, wrk)
 system-deps:
 	bash tests/infra/system-deps.sh
+
+## base-images: the local stand-in base images of the docker tests (built once, cached)
+base-images: system-deps
+	bash tests/infra/base-images.sh
 
 ## test: install what the tests need, Docker engine included, and run them
 test: $(STAMP) system-deps

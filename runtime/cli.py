@@ -45,6 +45,20 @@ def cli() -> None:
     """
 
 
+def _add_builder_commands() -> None:
+    """`kiln build` and `kiln run`; absent inside an image, where only the runtime is installed."""
+    try:
+        from builder.cli import add_commands
+    except ModuleNotFoundError as err:
+        if err.name != "builder":
+            raise
+        return
+    add_commands(cli, user_errors)
+
+
+_add_builder_commands()
+
+
 @cli.command()
 @service_dir
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")

@@ -129,6 +129,16 @@ def env_options(value: str) -> dict[str, Any]:
     return {k: v for k, v in vars(args).items() if v is not None and k != "args"}
 
 
+def announce_cmd_args(env: dict[str, str] | None = None) -> None:
+    """Say on stderr which GUNICORN_CMD_ARGS settings apply: gunicorn does not log its settings."""
+    import sys
+
+    value = (dict(os.environ) if env is None else env).get("GUNICORN_CMD_ARGS")
+    if value:
+        applied = ", ".join(f"{k}={v}" for k, v in env_options(value).items())
+        print(f"kiln: GUNICORN_CMD_ARGS={value!r} applied: {applied}", file=sys.stderr, flush=True)
+
+
 def options(config: ServiceConfig, host: str, port: int, env: dict[str, str] | None = None,
             cpus: int | None = None) -> dict[str, Any]:
     """gunicorn settings: defaults, then service.yaml `gunicorn:`, then GUNICORN_CMD_ARGS."""
@@ -211,6 +221,7 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,
     from runtime.config import load_service
 
     root = Path(root).resolve()
+    announce_cmd_args()  # seen in `docker logs` when docker run -e GUNICORN_CMD_ARGS=... is used
     config = load_service(root)
     load_policy(config)  # a mode without keys stops here, before gunicorn starts
     settings = options(config, host, port)

@@ -9,6 +9,9 @@ import pytest
 
 from tests.support import SERVICES, Server
 
+# docker_engine and standin_images, for the tests marked `docker`.
+pytest_plugins = ["tests.docker_fixtures"]
+
 PREFIXES = ("KILN_", "FLASK_", "GUNICORN_", "WEB_CONCURRENCY", "PROMETHEUS_MULTIPROC_DIR")
 
 

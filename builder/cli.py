@@ -1,0 +1,67 @@
+"""The `kiln build` and `kiln run` commands: parse options, call builder.build / builder.run.
+
+`add_commands` is called by runtime/cli.py; nothing here imports runtime.cli, so the `kiln`
+group inside an image (where only the runtime is installed) simply goes without them.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from builder.dockerfile import PORT, TARGETS, BuildOptions
+
+DEFAULT_OUT = "kiln-context"
+
+
+def add_commands(group: click.Group, user_errors: Callable[[Any], Any]) -> None:
+    """Add `build` and `run` to the kiln command group; user_errors maps KilnError to one line."""
+
+    @group.command()
+    @click.argument("directory", required=False, default=".",
+                    type=click.Path(file_okay=False, path_type=Path))
+    @click.option("--target", type=click.Choice(TARGETS), help="Image target [service.yaml target].")
+    @click.option("--tag", "-t", help="Image tag [<id>:<version>, -gpu appended for gpu].")
+    @click.option("--base-image", metavar="IMG",
+                  help="FROM image [python:<python>-slim for cpu, the CUDA image for gpu].")
+    @click.option("--index-url", metavar="URL",
+                  help="pip index for the packages; used in the builder stage only.")
+    @click.option("--ca-bundle", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+                  help="CA bundle pip trusts (private index, TLS-intercepting proxy); builder "
+                       "stage only, never in the image.")
+    @click.option("--network", metavar="MODE",
+                  help="Network of the build's RUN steps, e.g. host when the default bridge "
+                       "has no way out.")
+    @click.option("--no-cache", is_flag=True, help="Build every layer again.")
+    @click.option("--dockerfile-only", "dockerfile_only", is_flag=False, flag_value=DEFAULT_OUT,
+                  default=None, metavar="[OUT]",
+                  help=f"Write the Dockerfile and context to OUT [{DEFAULT_OUT}]; build nothing.")
+    @click.option("--quiet", "-q", is_flag=True, help="Print only the steps and the result.")
+    @user_errors
+    def build(directory: Path, target: str | None, tag: str | None, base_image: str | None,
+              index_url: str | None, ca_bundle: Path | None, network: str | None,
+              no_cache: bool, dockerfile_only: str | None, quiet: bool) -> None:
+        """Bake the service in DIRECTORY into a Docker image (default: the current folder)."""
+        from builder import build as builder
+
+        options = BuildOptions(target=target, tag=tag, base_image=base_image,
+                               index_url=index_url, ca_bundle=ca_bundle, network=network,
+                               no_cache=no_cache, quiet=quiet)
+        if dockerfile_only is not None:
+            builder.write_dockerfile(directory, options, Path(dockerfile_only), echo=click.echo)
+        else:
+            builder.build(directory, options, echo=click.echo)
+
+    @group.command()
+    @click.argument("what", required=False, default=".", metavar="[DIR|IMAGE]")
+    @click.option("--port", default=PORT, show_default=True, type=click.IntRange(1, 65535),
+                  help="Port on 127.0.0.1.")
+    @click.option("--detach", "-d", is_flag=True, help="Leave it running in the background.")
+    @user_errors
+    def run(what: str, port: int, detach: bool) -> None:
+        """Run a built image (of the service in DIR, or IMAGE) with the limits of its size."""
+        from builder import run as runner
+
+        runner.run(what, port=port, detach=detach, echo=click.echo)

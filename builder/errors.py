@@ -1,0 +1,12 @@
+"""Exceptions of the builder: what `kiln build` and `kiln run` report as one line."""
+from __future__ import annotations
+
+from runtime.errors import KilnError
+
+
+class BuildError(KilnError):
+    """Raised when an image cannot be built: no engine, a bad option, or a failed build step."""
+
+
+class RunError(KilnError):
+    """Raised when a built image cannot be started, or its container stops on its own."""

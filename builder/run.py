@@ -1,0 +1,145 @@
+"""`kiln run`: start a built image with the CPU, memory and GPU limits of its service's size.
+
+The port is published on 127.0.0.1 only. In the foreground the container's logs are followed
+until Ctrl-C (or SIGTERM), which stops and removes the container; `detach` leaves it running.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.build import docker_client
+from builder.dockerfile import PORT, BuildOptions, default_tag
+from builder.errors import RunError
+from runtime.config import SERVICE_FILE, SIZES, load_service
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What `docker run` is given for one service size."""
+
+    size: str
+    cpus: float
+    memory_gb: int
+    gpus: int
+
+    @classmethod
+    def of(cls, size: str) -> Limits:
+        if size not in SIZES:
+            raise RunError(f"size {size!r} is unknown; allowed: {', '.join(SIZES)}")
+        cpus, memory, gpus = SIZES[size]
+        return cls(size, cpus, memory, gpus)
+
+    def within(self, host_cpus: int) -> Limits:
+        """The same limits with CPUs capped at the engine's: it refuses more than it has."""
+        return Limits(self.size, min(self.cpus, host_cpus), self.memory_gb, self.gpus)
+
+    def container_kwargs(self) -> dict[str, Any]:
+        """docker SDK arguments: nano_cpus must be an int, device requests stand for --gpus."""
+        kwargs: dict[str, Any] = {"nano_cpus": int(self.cpus * 1e9),
+                                  "mem_limit": f"{self.memory_gb}g"}
+        if self.gpus:
+            from docker.types import DeviceRequest
+
+            kwargs["device_requests"] = [DeviceRequest(count=self.gpus, capabilities=[["gpu"]])]
+        return kwargs
+
+
+def resolve_image(client: Any, what: str) -> tuple[str, str]:
+    """(image, size) for a service folder (its default tag) or an image name (its kiln.size label)."""
+    if (Path(what) / SERVICE_FILE).is_file():
+        config = load_service(what)
+        image = default_tag(config, BuildOptions())
+        hint = f"; build it first: kiln build {what}"
+    else:
+        image, hint = what, ""
+    import docker.errors
+
+    try:
+        attrs = client.api.inspect_image(image)
+    except docker.errors.ImageNotFound as err:
+        raise RunError(f"image {image!r} not found{hint}") from err
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    return image, labels.get("kiln.size", "small")
+
+
+def start(client: Any, image: str, limits: Limits, port: int) -> Any:
+    """Create and start the container; on failure remove it, so nothing is left behind."""
+    import docker.errors
+
+    try:
+        container = client.containers.create(
+            image, ports={f"{PORT}/tcp": ("127.0.0.1", port)}, labels={"kiln.run": image},
+            **limits.container_kwargs())
+    except docker.errors.APIError as err:
+        raise RunError(f"cannot create a container of {image}: {err.explanation or err}") from err
+    try:
+        container.start()
+    except docker.errors.APIError as err:
+        container.remove(force=True)
+        reason = err.explanation or str(err)
+        if limits.gpus and "device driver" in str(reason):
+            raise RunError(f"size {limits.size} needs a GPU, but this Docker engine has no GPU "
+                           f"runtime (install nvidia-container-toolkit): {reason}") from err
+        raise RunError(f"cannot start {image}: {reason}") from err
+    return container
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def follow(container: Any, echo: Echo) -> int:
+    """Print the container's logs until it exits or Ctrl-C; then stop and remove it."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for chunk in container.logs(stream=True, follow=True):
+            sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        echo(f"Stopping container {container.short_id}")
+        container.stop(timeout=30)
+        code = 0
+    else:
+        code = int(container.wait().get("StatusCode", 1))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        container.remove(force=True)
+    return code
+
+
+def run(what: str, port: int = PORT, detach: bool = False, echo: Echo = print) -> str:
+    """Start the image of WHAT (a service folder or an image); return the container id."""
+    client = docker_client()
+    try:
+        return _run(client, what, port, detach, echo)
+    finally:
+        client.close()
+
+
+def _run(client: Any, what: str, port: int, detach: bool, echo: Echo) -> str:
+    image, size = resolve_image(client, what)
+    limits = Limits.of(size)
+    host_cpus = int(client.info().get("NCPU") or limits.cpus)
+    if host_cpus < limits.cpus:
+        echo(f"Size {size} asks for {limits.cpus:g} CPUs; this Docker engine has {host_cpus}: "
+             f"limiting the container to {host_cpus}")
+        limits = limits.within(host_cpus)
+    container = start(client, image, limits, port)
+    gpu = f", {limits.gpus} GPU" if limits.gpus else ""
+    echo(f"Serving {image} on http://127.0.0.1:{port} in container {container.short_id} "
+         f"(size {size}: {limits.cpus:g} CPU, {limits.memory_gb} GB{gpu})")
+    if detach:
+        echo(f"Stop it with: docker stop {container.short_id}")
+        return str(container.id)
+    echo("Ctrl-C stops it.")
+    code = follow(container, echo)
+    if code != 0:
+        raise RunError(f"the container stopped by itself with exit code {code}; its log is above")
+    return str(container.id)
