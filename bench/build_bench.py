@@ -71,7 +71,9 @@ def start_to_ready(tag: str, timeout: float = 180) -> tuple[float | None, str]:
     """Seconds from `docker run -d` to the status route answering 200; the container's log."""
     port = free_port()
     start = time.monotonic()
-    run = _docker("run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8080", tag)
+    # The bench service has auth.mode token: the container refuses to start without tokens.
+    run = _docker("run", "-d", "-p", f"127.0.0.1:{port}:8080",
+                  "-e", f"KILN_AUTH_TOKENS=bench:{cs.AUTH_TOKEN}", tag)
     container = run.stdout.strip()
     if run.returncode != 0 or not container:
         return None, run.stderr
@@ -80,6 +82,9 @@ def start_to_ready(tag: str, timeout: float = 180) -> tuple[float | None, str]:
         while time.monotonic() < deadline:
             if http_status(f"http://127.0.0.1:{port}/api/v1.0/health/status", timeout=1) == 200:
                 return time.monotonic() - start, ""
+            state = _docker("inspect", "--format", "{{.State.Running}}", container).stdout.strip()
+            if state == "false":
+                break  # it exited: no point waiting out the timeout
             time.sleep(0.1)
         return None, _docker("logs", "--tail", "30", container).stdout
     finally:
@@ -136,7 +141,8 @@ def run(logs: Path, data: dict[str, Any], base_image: str, ca_bundle: str,
     finally:
         _docker("rmi", "-f", tag)
         data["build"] = result
-    rows = "\n".join(f"| {layer['mb']} | `{layer['step'][:100]}` |" for layer in result.get("layers", []))
+    rows = "\n".join(f"| {layer['mb']} | `{layer['step'][:100]}` |"
+                     for layer in result.get("layers", []) if layer["mb"] > 0)
     return "\n".join([
         "## Image build (cpu target)", "",
         f"- cold build (`--no-cache`): {result.get('cold_s')} s — `{result.get('cold_command')}`",
@@ -145,4 +151,7 @@ def run(logs: Path, data: dict[str, Any], base_image: str, ca_bundle: str,
         f"{result.get('delta_mb')} MB, of which the packages layer (/opt/venv) is "
         f"{result.get('packages_layer_mb')} MB and the rest {result.get('overhead_mb')} MB"),
         f"- container start to ready (`docker run` to status 200): {result.get('start_to_ready_s')} s",
-        "", "Layers above the base:", "", "| MB | step |", "| ---: | --- |", rows, ""])
+        *([f"- the container did not become ready; its log:\n\n```\n{result['start_log']}\n```"]
+          if result.get("start_log") else []),
+        "", "Layers above the base with a size (the others are metadata):", "",
+        "| MB | step |", "| ---: | --- |", rows, ""])
