@@ -47,8 +47,7 @@ def docker_client() -> Any:
     try:
         import docker
     except ImportError as err:
-        raise BuildError("the docker SDK is not installed: pip install 'kiln[dev]' "
-                         "(or pip install docker)") from err
+        raise BuildError("the docker SDK is not installed: pip install docker") from err
     try:
         client = docker.from_env()
         client.ping()

@@ -36,11 +36,8 @@ def _setup_cfg() -> configparser.ConfigParser | None:
 
 
 def version() -> str:
-    """kiln's version: from the checkout's setup.cfg when running from one, else the installed one."""
-    cfg = _setup_cfg()
-    if cfg is not None and cfg.has_option("metadata", "version"):
-        return cfg.get("metadata", "version").strip()
-    return importlib.metadata.version(DIST)
+    """kiln's version, as the runtime package states it (setup.cfg reads it from there too)."""
+    return runtime.__version__
 
 
 def _name(requirement: str) -> str:

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Config, Flask
 
 from runtime import auth, capture, docs, logs, metrics, responses, routes
 from runtime.config import ServiceConfig, load_service
-from runtime.errors import UserCodeError
+from runtime.errors import ConfigError, UserCodeError
 from runtime.health import Health
 from runtime.loader import UserCode, describe, load_user_code
 
@@ -73,9 +73,18 @@ def detect_gpu() -> dict[str, Any]:
     return {"visible": False}
 
 
-def flask_config(config: ServiceConfig) -> dict[str, Any]:
-    """Flask settings: FLASK_DEFAULTS, then service.yaml `flask:` (FLASK_* come after, in Flask)."""
-    return {**FLASK_DEFAULTS, **config.get("flask")}
+def flask_config(config: ServiceConfig) -> Config:
+    """Flask settings: FLASK_DEFAULTS, then service.yaml `flask:`, then FLASK_* variables.
+
+    Raises ConfigError when a setting the runtime relies on has an unusable value.
+    """
+    settings = Config(str(config.root), {**FLASK_DEFAULTS, **config.get("flask")})
+    settings.from_prefixed_env("FLASK")
+    limit = settings.get("MAX_CONTENT_LENGTH")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigError(f"MAX_CONTENT_LENGTH (service.yaml flask: or FLASK_MAX_CONTENT_LENGTH): "
+                          f"must be a whole number of bytes, got {limit!r}")
+    return settings
 
 
 def _user_code(config: ServiceConfig) -> UserCode:
@@ -93,9 +102,8 @@ def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
     """Build the Flask app for the service folder ROOT (load() is not run here)."""
     root = Path(root).resolve()
     config = config or load_service(root)
-    app = Flask("kiln_service", root_path=str(root))
-    app.config.from_mapping(flask_config(config))
-    app.config.from_prefixed_env("FLASK")
+    app = Flask("kiln_service", root_path=str(root), static_folder=None)
+    app.config.update(flask_config(config))
     responses.init_app(app)
 
     code: UserCode | None = None

@@ -36,6 +36,7 @@ from runtime import sigv4
 from runtime.config import ServiceConfig
 from runtime.errors import ConfigError
 from runtime.responses import error, request_id
+from runtime.routes import DOCS, HEALTH, METRICS
 
 if TYPE_CHECKING:
     from runtime.app import Service
@@ -51,7 +52,7 @@ FORWARDED_VAR = "KILN_AUTH_TRUST_FORWARDED"
 DEFAULT_SERVICE = "execute-api"
 USER_ENVIRON = "HTTP_X_FORWARDED_USER"
 UNAUTHORIZED = "unauthorized: missing or invalid credentials"
-HEALTH_PATHS = frozenset(f"/api/v1.0/health/{name}{slash}"
+HEALTH_PATHS = frozenset(f"{HEALTH}/{name}{slash}"
                          for name in ("status", "startup", "live") for slash in ("", "/"))
 
 
@@ -71,9 +72,9 @@ class Policy:
         """Whether `path` answers without credentials."""
         if self.mode == "none" or path in HEALTH_PATHS:
             return True
-        if path == "/docs" or path.startswith("/docs/"):
+        if path == DOCS or path.startswith(DOCS + "/"):
             return self.docs_public
-        if path in ("/metrics", "/metrics/"):
+        if path in (METRICS, METRICS + "/"):
             return self.metrics_public
         return False
 
@@ -217,5 +218,6 @@ def _check() -> Response | None:
 
 def init_app(app: Flask, service: Service) -> None:
     """Check credentials before every request (auth.mode); refuse a mode that has no secrets."""
-    app.extensions["kiln_auth"] = load_policy(service.config)
-    app.before_request(_check)
+    app.extensions["kiln_auth"] = policy = load_policy(service.config)
+    if policy.mode != "none":
+        app.before_request(_check)

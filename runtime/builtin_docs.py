@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.routes import HEALTH, PREDICT
+from runtime.routes import FEEDBACK, HEALTH, METRICS, PREDICT
 
-API = PREDICT.rsplit("/", 1)[0]
-FEEDBACK = f"{API}/feedback"
-METRICS = "/metrics"
 TAG = "kiln"
 
 ERROR: dict[str, Any] = {

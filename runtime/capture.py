@@ -28,13 +28,14 @@ from flask import Flask, Response, current_app, g, request
 
 from runtime.config import ServiceConfig
 from runtime.errors import ConfigError
+from runtime.loader import BLUEPRINT
 from runtime.responses import JSONProvider, error, request_id
+from runtime.routes import FEEDBACK
 
-FEEDBACK = "/api/v1.0/feedback"
 FEEDBACK_ENDPOINT = "kiln_feedback"
 #: Endpoints whose calls are captured: predict, and the service's own routes.
 CAPTURED = ("kiln.predict",)
-USER_BLUEPRINT = "user_services_routes."
+USER_BLUEPRINT = BLUEPRINT + "."
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 #: How far back feedback looks for the request it names.
 LOOKBACK_DAYS = 7

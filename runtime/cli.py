@@ -1,16 +1,18 @@
 """The `kiln` command: parses arguments, calls the library, and maps kiln errors to one line."""
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import click
 
+from runtime import __version__
 from runtime.errors import KilnError
-from scaffold.cli import new_service_command
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -34,7 +36,7 @@ service_dir = click.argument(
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="kiln", prog_name="kiln")
+@click.version_option(version=__version__, prog_name="kiln")
 def cli() -> None:
     """kiln turns a few Python functions into a documented, secured HTTP service in a container.
 
@@ -45,18 +47,14 @@ def cli() -> None:
     """
 
 
-def _add_builder_commands() -> None:
-    """`kiln build` and `kiln run`; absent inside an image, where only the runtime is installed."""
+def _host_commands(package: str) -> ModuleType | None:
+    """PACKAGE.cli, or None inside an image, where only the runtime package is installed."""
     try:
-        from builder.cli import add_commands
+        return importlib.import_module(f"{package}.cli")
     except ModuleNotFoundError as err:
-        if err.name != "builder":
+        if err.name != package:
             raise
-        return
-    add_commands(cli, user_errors)
-
-
-_add_builder_commands()
+        return None
 
 
 @cli.command()
@@ -75,7 +73,9 @@ def serve(directory: Path, host: str, port: int) -> None:
 @cli.command()
 @click.argument("service_id")
 @click.argument("path")
-@click.option("--method", default="post", show_default=True, help="HTTP method.")
+@click.option("--method", default="post", show_default=True, help="HTTP method.",
+              type=click.Choice(["get", "post", "put", "patch", "delete", "head", "options"],
+                                case_sensitive=False))
 @click.option("--data", help="JSON body, e.g. '{\"num1\": 2}'.")
 @click.option("--file", "file", type=click.File("r"), help="File with the JSON body ('-': stdin).")
 @click.option("--url", help="The service's root URL (default: KILN_SERVICE_URL_<ID> or "
@@ -123,7 +123,13 @@ def export_captures(directory: Path, since: Any, until: Any, output: str) -> Non
 
     count = export(directory, since.date(), until.date() if until else None, output)
     click.echo(f"exported {count} request(s) to {output}", err=True)
-cli.add_command(new_service_command)
+# `new-service`, `build` and `run` work on the user's machine, from the scaffold and builder packages.
+scaffold_cli = _host_commands("scaffold")
+if scaffold_cli is not None:
+    cli.add_command(scaffold_cli.new_service_command)
+builder_cli = _host_commands("builder")
+if builder_cli is not None:
+    builder_cli.add_commands(cli, user_errors)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

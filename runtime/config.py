@@ -210,7 +210,8 @@ def parse_service(data: Any, source: str = SERVICE_FILE) -> dict[str, Any]:
                     raise fail(dotted, f"unknown key; allowed in {key}: {', '.join(SECTIONS[key])}")
                 values[dotted] = subvalue
         elif key in BY_KEY:
-            values[key] = value
+            # `flask:` with nothing under it is an empty mapping, not an error.
+            values[key] = {} if value is None and BY_KEY[key].default == {} else value
         else:
             allowed = sorted({s.key.split(".")[0] for s in SETTINGS})
             raise fail(key, f"unknown key; allowed: {', '.join(allowed)}")

@@ -20,6 +20,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, redirect
 
 from runtime import openapi, validation
+from runtime.routes import DOCS
 
 log = logging.getLogger("kiln.docs")
 KEY = "kiln_docs"
@@ -101,7 +102,7 @@ def _app() -> Flask:
     return app
 
 
-docs = Blueprint("kiln_docs", __name__, url_prefix="/docs", static_folder=UI_STATIC,
+docs = Blueprint("kiln_docs", __name__, url_prefix=DOCS, static_folder=UI_STATIC,
                  static_url_path="/static")
 
 

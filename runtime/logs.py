@@ -23,7 +23,7 @@ from flask import Flask, Response, g, request
 from gunicorn.glogging import Logger as GunicornLoggerBase
 
 from runtime.errors import ConfigError
-from runtime.responses import request_id
+from runtime.responses import JSONProvider, request_id
 
 FORMATS = ("json", "text")
 ACCESS_LOGGER = "kiln.access"
@@ -33,11 +33,6 @@ UNMATCHED = "<unmatched>"
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("kiln_request_id",
                                                                          default=None)
 access_log = logging.getLogger(ACCESS_LOGGER)
-
-
-def current_request_id() -> str | None:
-    """The id of the request this code runs for, also in predict's threads; None outside one."""
-    return _request_id.get()
 
 
 def log_format(env: Mapping[str, str] | None = None) -> str:
@@ -59,7 +54,15 @@ class RequestIdFilter(logging.Filter):
 
 _second: tuple[int, str] = (0, "")
 # One encoder for every line: json.dumps with options builds a new one per call.
-_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_encode = json.JSONEncoder(ensure_ascii=False, default=lambda o: _loggable(o)).encode
+
+
+def _loggable(o: Any) -> Any:
+    """What the responses would send for `o` (numpy arrays as lists), else its str()."""
+    try:
+        return JSONProvider.default(o)
+    except TypeError:
+        return str(o)
 
 
 def _timestamp(created: float) -> str:

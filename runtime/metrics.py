@@ -28,11 +28,11 @@ from flask import Flask, Response, g, request
 
 from runtime.errors import KilnError
 from runtime.logs import UNMATCHED
+from runtime.routes import METRICS as ROUTE
 
 log = logging.getLogger("kiln.metrics")
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
-ROUTE = "/metrics"
 ENDPOINT = "kiln_metrics"
 PREDICT_ENDPOINT = "kiln.predict"
 USER_PREFIX = "kiln_user_"

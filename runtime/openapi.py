@@ -30,6 +30,7 @@ from werkzeug.routing import Rule
 
 from runtime import builtin_docs
 from runtime.config import ServiceConfig
+from runtime.loader import BLUEPRINT
 
 OPENAPI_VERSION = "3.0.3"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -412,7 +413,7 @@ def _resolves(spec: dict[str, Any], ref: str) -> bool:
 
 
 def build(app: Flask, config: ServiceConfig, schemas: ModuleType | None = None,
-          user_blueprint: str | None = "user_services_routes") -> Document:
+          user_blueprint: str | None = BLUEPRINT) -> Document:
     """The OpenAPI 3.0.3 document of APP: its user routes, then the runtime's own.
 
     USER_BLUEPRINT names the blueprint whose endpoints are the user's routes; other routes

@@ -91,7 +91,8 @@ def _http_error(err: HTTPException) -> Response:
 def _unhandled(err: Exception) -> Response:
     log.exception("unhandled error in %s %s [request_id=%s]", request.method, request.path,
                   request_id())
-    return error(500, f"internal error: {type(err).__name__}: {err}".rstrip(": "))
+    # The traceback is in the log under this request id; the caller learns no internals.
+    return error(500, "internal error: the service's log has the details under this request id")
 
 
 def init_app(app: Flask) -> None:

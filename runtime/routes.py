@@ -14,9 +14,13 @@ from flask import Blueprint, Flask, Response, current_app, request, stream_with_
 from runtime.bounded import FutureTimeout, Pool, call_bounded
 from runtime.responses import error, request_id
 
+# The paths of every route the runtime serves, here once for all its modules.
 API = "/api/v1.0"
 PREDICT = f"{API}/predict"
 HEALTH = f"{API}/health"
+FEEDBACK = f"{API}/feedback"
+METRICS = "/metrics"
+DOCS = "/docs"
 
 builtin = Blueprint("kiln", __name__)
 

@@ -200,6 +200,9 @@ class Client:
             except requests.Timeout as err:
                 raise InvokeError(f"no answer from {target} within {kwargs['timeout']} s",
                                   request_id=rid, url=target) from err
+            except requests.RequestException as err:  # a malformed URL, too many redirects...
+                raise InvokeError(f"cannot call {target}: {err}", request_id=rid,
+                                  url=target) from err
             if response.status_code in RETRY_STATUSES and attempt + 1 < tries:
                 log.info("%s %s: HTTP %d (try %d of %d) [request_id=%s]", method, target,
                          response.status_code, attempt + 1, tries, rid)

@@ -13,7 +13,7 @@ import shlex
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from gunicorn.app.base import BaseApplication
 from gunicorn.config import Config
@@ -122,10 +122,15 @@ def check_setting(key: str, value: Any, source: str, *, allow_bind: bool = False
 def env_options(value: str) -> dict[str, Any]:
     """Parse GUNICORN_CMD_ARGS the way the gunicorn command line does."""
     parser = Config().parser()
+
+    def refuse(message: str) -> NoReturn:  # argparse would print its usage and exit
+        raise ConfigError(f"GUNICORN_CMD_ARGS: {message}")
+
+    parser.error = refuse  # type: ignore[method-assign]
     try:
         args = parser.parse_args(shlex.split(value))
-    except SystemExit as err:
-        raise ConfigError(f"GUNICORN_CMD_ARGS: cannot parse {value!r}") from err
+    except ValueError as err:  # an unbalanced quote
+        raise ConfigError(f"GUNICORN_CMD_ARGS: cannot parse {value!r}: {err}") from err
     return {k: v for k, v in vars(args).items() if v is not None and k != "args"}
 
 
@@ -216,14 +221,16 @@ def _post_worker_init(worker: Any) -> None:
 def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,
           hooks: dict[str, Callable[..., Any]] | None = None) -> None:
     """Check the service's settings, then run gunicorn in the foreground until it stops."""
-    from runtime.auth import load_policy
     from runtime import logs, metrics
+    from runtime.app import flask_config
+    from runtime.auth import load_policy
     from runtime.config import load_service
 
     root = Path(root).resolve()
     announce_cmd_args()  # seen in `docker logs` when docker run -e GUNICORN_CMD_ARGS=... is used
     config = load_service(root)
     load_policy(config)  # a mode without keys stops here, before gunicorn starts
+    flask_config(config)  # so does an unusable FLASK_* value
     settings = options(config, host, port)
     settings.update(logs.gunicorn_settings())
     ServiceApplication(root, settings, merge_hooks(metrics.server_hooks(), hooks or {})).run()

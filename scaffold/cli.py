@@ -59,3 +59,7 @@ cli.add_command(new_service_command)
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point of `scaffold`."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="scaffold")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

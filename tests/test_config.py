@@ -152,3 +152,37 @@ def test_gunicorn_layers(tmp_path: Path):
     assert settings["bind"] == ["0.0.0.0:9000"]
     with pytest.raises(ConfigError, match="GUNICORN_CMD_ARGS: gunicorn.reload"):
         options(config, "127.0.0.1", 8080, env={"GUNICORN_CMD_ARGS": "--reload"}, cpus=1)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"FLASK_MAX_CONTENT_LENGTH": "abc"}, "MAX_CONTENT_LENGTH (service.yaml flask: or "
+                                          "FLASK_MAX_CONTENT_LENGTH): must be a whole number"),
+    ({"GUNICORN_CMD_ARGS": "--workers"}, "GUNICORN_CMD_ARGS: argument -w/--workers: expected one"),
+    ({"GUNICORN_CMD_ARGS": "--no-such-flag"}, "GUNICORN_CMD_ARGS: unrecognized arguments"),
+    ({"GUNICORN_CMD_ARGS": "--name 'open"}, "GUNICORN_CMD_ARGS: cannot parse"),
+])
+def test_bad_environment_stops_serve_with_one_line(tmp_path: Path, monkeypatch, env, message):
+    (tmp_path / "service.yaml").write_text("id: env-check\n")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert message in lines[0]
+
+
+def test_empty_flask_and_gunicorn_sections_are_empty_mappings():
+    values = parse_service({"id": "svc", "flask": None, "gunicorn": None})
+    assert values["flask"] == {} and values["gunicorn"] == {}
+
+
+def test_version_without_an_installed_distribution():
+    import subprocess
+    import sys
+
+    from runtime import __version__
+
+    out = subprocess.run([sys.executable, "-m", "runtime.cli", "--version"], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).parent.parent)
+    assert out.stdout.strip() == f"kiln, version {__version__}"

@@ -218,3 +218,14 @@ def test_kiln_invoke_says_401_in_one_line(sigv4: Server) -> None:
     assert len(lines) == 1
     assert lines[0].startswith(
         "Error: HTTP 401: unauthorized: missing or invalid credentials (request id ")
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("notaurl", "cannot call notaurl/add"),
+    ("ftp://127.0.0.1:1", "cannot call ftp://127.0.0.1:1/add"),
+])
+def test_kiln_invoke_bad_url_is_one_line(url: str, message: str) -> None:
+    result = CliRunner().invoke(cli, ["invoke", SIGV4_ID, "/add", "--data", "{}", "--url", url])
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr

@@ -122,7 +122,7 @@ ERRORS = [
     ("post", PREDICT, {"json": {"input": "x" * 200}}, 413, "limit"),
     ("get", "/no/such/route", {}, 404, "not found"),
     ("get", PREDICT, {}, 405, "not allowed"),
-    ("post", "/fail", {"json": {}}, 500, "user code failed on purpose"),
+    ("post", "/fail", {"json": {}}, 500, "the service's log has the details"),
 ]
 
 
