@@ -71,18 +71,11 @@ def _cgroup_quota(root: Path) -> float | None:
     return None
 
 
-#: gthread with 4 threads per worker: keep-alive, and 2.2x to 6x sync's req/s in bench/run's
-#: sweep (bench/README.md, "Worker class and threads").
-DEFAULT_THREADS = 4
-
-
 def defaults(host: str, port: int, cpus: int) -> dict[str, Any]:
     """The runtime's own gunicorn settings, under service.yaml and GUNICORN_CMD_ARGS."""
     out: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": cpus,
-        "worker_class": "gthread",
-        "threads": DEFAULT_THREADS,
         "timeout": 1800,
         "graceful_timeout": 30,
         "control_socket_disable": True,
@@ -149,19 +142,13 @@ def options(config: ServiceConfig, host: str, port: int, env: dict[str, str] | N
     """gunicorn settings: defaults, then service.yaml `gunicorn:`, then GUNICORN_CMD_ARGS."""
     env = dict(os.environ) if env is None else env
     merged = defaults(host, port, available_cpus() if cpus is None else cpus)
-    chosen: set[str] = set()
     for key, value in config.get("gunicorn").items():
         name = _setting_name(str(key))
         check_setting(name, value, str(config.path))
         merged[name] = value
-        chosen.add(name)
     for name, value in env_options(env.get("GUNICORN_CMD_ARGS", "")).items():
         check_setting(name, value, "GUNICORN_CMD_ARGS", allow_bind=True)
         merged[name] = value
-        chosen.add(name)
-    if merged["worker_class"] == "sync" and "threads" not in chosen:
-        # gunicorn turns sync with threads > 1 into gthread; sync asked for means one thread.
-        merged["threads"] = 1
     return merged
 
 
