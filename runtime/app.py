@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from flask import Flask
 
-from runtime import responses, routes
+from runtime import reload, responses, routes
 from runtime.config import ServiceConfig, load_service
 from runtime.errors import UserCodeError
 from runtime.health import Health
@@ -112,6 +112,7 @@ def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
                                      config.get("predict.timeout"),
                                      config.get("predict.accepts_file"))
     app.extensions["kiln"] = Service(config, code, health, predictor)
+    reload.init_app(app, app.extensions["kiln"])
     routes.init_app(app)
     if code is not None and code.blueprint is not None:
         app.register_blueprint(code.blueprint)

@@ -10,6 +10,7 @@ import math
 import os
 import shlex
 import signal
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,7 +18,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.config import Config
 
 from runtime.config import ServiceConfig
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, KilnError
 
 #: Settings the runtime owns or that would run arbitrary code or exit the server.
 REFUSED: dict[str, str] = {
@@ -137,13 +138,24 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
     """gunicorn serving one service folder; the app is built in each worker."""
 
     def __init__(self, root: Path, settings: dict[str, Any],
-                 hooks: dict[str, Callable[..., Any]] | None = None):
+                 hooks: dict[str, Callable[..., Any]] | None = None,
+                 refresh: Callable[[], dict[str, Any]] | None = None):
         self.root = root
         self.settings = settings
         self.hooks = {"post_worker_init": _post_worker_init, **(hooks or {})}
+        self.refresh = refresh
+        self._loaded = False
         super().__init__()
 
     def load_config(self) -> None:
+        # gunicorn runs this again on every SIGHUP: re-read service.yaml then, and keep the
+        # settings in force when it has become invalid (a ConfigError here would exit gunicorn).
+        if self._loaded and self.refresh is not None:
+            try:
+                self.settings = self.refresh()
+            except KilnError as err:
+                print(f"kiln: keeping the previous gunicorn settings: {err}", file=sys.stderr)
+        self._loaded = True
         for key, value in {**self.settings, **self.hooks}.items():
             self.cfg.set(key, value)
 
@@ -175,4 +187,5 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,
     root = Path(root).resolve()
     config = load_service(root)
     settings = options(config, host, port)
-    ServiceApplication(root, settings, hooks).run()
+    ServiceApplication(root, settings, hooks,
+                       refresh=lambda: options(load_service(root), host, port)).run()
