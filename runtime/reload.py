@@ -146,6 +146,12 @@ class Reloader:
         self._rewatch = False
         self._thread: threading.Thread | None = None
 
+    @property
+    def pending(self) -> bool:
+        """Whether an edit waits for its quiet spell to end."""
+        with self._cond:
+            return self._due is not None
+
     # gunicorn server hooks, run in the master
     def when_ready(self, server: Any) -> None:
         """Start watching (gunicorn's when_ready hook); workers are forked after this returns."""
@@ -161,10 +167,14 @@ class Reloader:
         """Stop watching (gunicorn's on_exit hook)."""
         self.stop()
 
-    def start(self) -> None:
-        """Take the first snapshot, start the checker, the observer and the debounce thread."""
+    def mark_served(self) -> None:
+        """Record the folder as it is now as the code the workers serve."""
         self._served = self._checked = snapshot(self.root)
         self._set_error(None)
+
+    def start(self) -> None:
+        """Take the first snapshot, start the checker, the observer and the debounce thread."""
+        self.mark_served()
         self.checker.start()
         self._observer = self._make_observer()
         self._observer.schedule(_Handler(self), str(self.root), recursive=False)

@@ -67,6 +67,10 @@ def reloads(server: Server) -> int:
     return server.output().count("reloading workers")
 
 
+def reloaded(server: Server, count: int) -> Callable[[], bool]:
+    return lambda: reloads(server) >= count
+
+
 @pytest.mark.parametrize("save", sorted(SAVES))
 def test_a_save_is_served(serve: Callable[..., Server], service: Path, save: str) -> None:
     server = serve(service, "--reload")
@@ -167,9 +171,8 @@ def test_a_save_while_new_workers_boot(serve: Callable[..., Server], service: Pa
     """Each save's HUP lands while the previous reload's workers are still importing."""
     server = serve(service, "--reload")
     for version in range(2, 5):
-        sent = reloads(server)
         in_place(routes_file(service), version_source(service, version, SLOW_BOOT))
-        assert wait_for(lambda: reloads(server) > sent, interval=0.005), server.output()
+        assert wait_for(reloaded(server, version - 1), interval=0.005), server.output()
     wait_served(server, 4)
     assert server.proc.poll() is None
     assert reload_error(server) is None

@@ -1,0 +1,156 @@
+"""The reloader's parts without a server: which events count, no-op saves, checks, settings."""
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from watchdog.events import (
+    DirModifiedEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+)
+
+from runtime.errors import ConfigError
+from runtime.reload import Reloader, changed, read_error, watched
+from runtime.reload_check import Checker
+from runtime.server import ServiceApplication
+from tests.support import SERVICES
+
+ROOT = Path("/srv/svc")
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("service.yaml", True),
+    ("app/routes.py", True),
+    ("app/sub/helpers.py", True),
+    ("app/data.yml", True),
+    ("helpers.py", True),
+    ("app/.routes.py.swp", False),
+    ("app/.routes.py.swx", False),
+    ("app/routes.py~", False),
+    ("app/4913", False),
+    ("app/.#routes.py", False),
+    ("app/__pycache__/routes.cpython-311.pyc", False),
+    ("app/model.joblib", False),
+    ("README.md", False),
+    ("tests/test_service.py", False),
+    (".venv/lib/site.py", False),
+    ("captures/2026.yaml", False),
+    ("/elsewhere/app/routes.py", False),
+])
+def test_watched(path: str, expected: bool) -> None:
+    assert watched(ROOT / path, ROOT) is expected
+
+
+class Counted(Reloader):
+    """A Reloader whose reload only counts (no gunicorn master to signal)."""
+
+    def __init__(self, root: Path, state: Path):
+        super().__init__(root, state, timeout=10, reload=self.count)
+        self.reloads = 0
+
+    def count(self) -> None:
+        self.reloads += 1
+
+
+@pytest.fixture
+def reloader(tmp_path: Path) -> Iterator[Counted]:
+    root = tmp_path / "service"
+    shutil.copytree(SERVICES / "reload", root)
+    made = Counted(root, tmp_path / "state.json")
+    yield made
+    made.checker.close()
+
+
+def at(reloader: Counted, relative: str) -> str:
+    return str(reloader.root / relative)
+
+
+EVENTS: dict[str, tuple[Callable[..., FileSystemEvent], tuple[str, ...], bool]] = {
+    "in-place write": (FileModifiedEvent, ("app/routes.py",), True),
+    "close after write": (FileClosedEvent, ("app/routes.py",), True),
+    "created": (FileCreatedEvent, ("app/routes.py",), True),
+    "deleted": (FileDeletedEvent, ("app/routes.py",), True),
+    "rename over": (FileMovedEvent, ("app/.routes.py.tmp", "app/routes.py"), True),
+    "rename away": (FileMovedEvent, ("app/routes.py", "app/routes.py~"), True),
+    "a read": (FileOpenedEvent, ("app/routes.py",), False),
+    "a read ends": (FileClosedNoWriteEvent, ("app/routes.py",), False),
+    "swap file": (FileModifiedEvent, ("app/.routes.py.swp",), False),
+    "vim probe": (FileCreatedEvent, ("app/4913",), False),
+    "folder listing": (DirModifiedEvent, ("app/sub",), False),
+    "bytecode written": (FileCreatedEvent, ("app/__pycache__/routes.pyc",), False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EVENTS))
+def test_which_events_start_a_check(reloader: Counted, name: str) -> None:
+    kind, paths, expected = EVENTS[name]
+    reloader.notify(kind(*[at(reloader, p) for p in paths]))
+    assert reloader.pending is expected
+
+
+def test_apply_reloads_only_on_new_content(reloader: Counted) -> None:
+    routes = reloader.root / "app" / "routes.py"
+    good = routes.read_text()
+    reloader.mark_served()
+
+    routes.write_text(good)  # a save that changes nothing
+    reloader.apply()
+    assert reloader.reloads == 0
+
+    routes.write_text(good.replace('"version": 1', '"version": 2'))
+    reloader.apply()
+    reloader.apply()  # the same content again: no second reload
+    assert reloader.reloads == 1
+    assert reloader.error is None and read_error(reloader.state) is None
+
+    routes.write_text(good + "\nraise RuntimeError('nope')\n")
+    reloader.apply()
+    assert reloader.reloads == 1
+    error = read_error(reloader.state)
+    assert error is not None and "app/routes.py:" in error and "RuntimeError: nope" in error
+
+    routes.write_text(good.replace('"version": 1', '"version": 2'))  # back to what serves
+    reloader.apply()
+    assert reloader.reloads == 1
+    assert read_error(reloader.state) is None
+
+
+def test_a_check_that_hangs_times_out(tmp_path: Path) -> None:
+    root = tmp_path / "service"
+    shutil.copytree(SERVICES / "reload", root)
+    routes = root / "app" / "routes.py"
+    routes.write_text("import time\ntime.sleep(60)\n" + routes.read_text())
+    checker = Checker(timeout=1)
+    try:
+        error = checker.check(root)
+        assert error is not None and "longer than 1 s" in error
+        routes.write_text(routes.read_text().replace("time.sleep(60)", "pass"))
+        assert checker.check(root) is None  # the checker itself survived
+    finally:
+        checker.close()
+
+
+def test_changed_lists_added_removed_and_edited() -> None:
+    assert changed({"a": "1", "b": "2"}, {"b": "3", "c": "4"}) == ["a", "b", "c"]
+
+
+def test_hup_keeps_gunicorn_settings_when_service_yaml_breaks(tmp_path: Path) -> None:
+    def broken() -> dict[str, object]:
+        raise ConfigError("service.yaml: gunicorn.workers: not an integer")
+
+    application = ServiceApplication(tmp_path, {"workers": 3}, refresh=broken)
+    application.reload()  # what gunicorn runs on SIGHUP; it would sys.exit on an error
+    assert application.cfg.workers == 3
+
+    application.refresh = lambda: {"workers": 5}
+    application.reload()
+    assert application.cfg.workers == 5
