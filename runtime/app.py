@@ -17,11 +17,12 @@ from typing import Any, Callable
 
 from flask import Flask
 
-from runtime import reload, responses, routes
+from runtime import responses, routes
 from runtime.config import ServiceConfig, load_service
 from runtime.errors import UserCodeError
 from runtime.health import Health
 from runtime.loader import UserCode, describe, load_user_code
+from runtime.reload import init_app as init_reload
 
 log = logging.getLogger("kiln.app")
 
@@ -112,10 +113,10 @@ def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
                                      config.get("predict.timeout"),
                                      config.get("predict.accepts_file"))
     app.extensions["kiln"] = Service(config, code, health, predictor)
-    reload.init_app(app, app.extensions["kiln"])
     routes.init_app(app)
     if code is not None and code.blueprint is not None:
         app.register_blueprint(code.blueprint)
+    init_reload(app, app.extensions["kiln"])
     return app
 
 

@@ -6,11 +6,11 @@ never imports the user's code, so a SIGHUP loads new code in fresh workers.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shlex
 import signal
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -138,26 +138,34 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
     """gunicorn serving one service folder; the app is built in each worker."""
 
     def __init__(self, root: Path, settings: dict[str, Any],
-                 hooks: dict[str, Callable[..., Any]] | None = None,
-                 refresh: Callable[[], dict[str, Any]] | None = None):
+                 hooks: dict[str, Callable[..., Any]] | None = None):
         self.root = root
         self.settings = settings
         self.hooks = {"post_worker_init": _post_worker_init, **(hooks or {})}
-        self.refresh = refresh
         self._loaded = False
         super().__init__()
 
     def load_config(self) -> None:
         # gunicorn runs this again on every SIGHUP: re-read service.yaml then, and keep the
         # settings in force when it has become invalid (a ConfigError here would exit gunicorn).
-        if self._loaded and self.refresh is not None:
+        if self._loaded:
             try:
-                self.settings = self.refresh()
-            except KilnError as err:
-                print(f"kiln: keeping the previous gunicorn settings: {err}", file=sys.stderr)
+                self.settings = self._reread()
+            except (KilnError, OSError) as err:
+                logging.getLogger("gunicorn.error").error(
+                    "kiln: keeping the previous gunicorn settings: %s", err)
         self._loaded = True
         for key, value in {**self.settings, **self.hooks}.items():
             self.cfg.set(key, value)
+
+    def _reread(self) -> dict[str, Any]:
+        """The settings from service.yaml and GUNICORN_CMD_ARGS as they are now; same address."""
+        from runtime.config import load_service
+
+        fresh = options(load_service(self.root), "127.0.0.1", 0)
+        if "bind" not in env_options(os.environ.get("GUNICORN_CMD_ARGS", "")):
+            fresh["bind"] = self.settings["bind"]
+        return fresh
 
     def load(self) -> Any:
         from runtime.app import create_app
@@ -187,5 +195,4 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,
     root = Path(root).resolve()
     config = load_service(root)
     settings = options(config, host, port)
-    ServiceApplication(root, settings, hooks,
-                       refresh=lambda: options(load_service(root), host, port)).run()
+    ServiceApplication(root, settings, hooks).run()

@@ -18,10 +18,10 @@ from watchdog.events import (
     FileSystemEvent,
 )
 
-from runtime.errors import ConfigError
+from runtime.config import load_service
 from runtime.reload import Reloader, changed, read_error, watched
 from runtime.reload_check import Checker
-from runtime.server import ServiceApplication
+from runtime.server import ServiceApplication, options
 from tests.support import SERVICES
 
 ROOT = Path("/srv/svc")
@@ -143,14 +143,19 @@ def test_changed_lists_added_removed_and_edited() -> None:
     assert changed({"a": "1", "b": "2"}, {"b": "3", "c": "4"}) == ["a", "b", "c"]
 
 
-def test_hup_keeps_gunicorn_settings_when_service_yaml_breaks(tmp_path: Path) -> None:
-    def broken() -> dict[str, object]:
-        raise ConfigError("service.yaml: gunicorn.workers: not an integer")
+def test_hup_rereads_gunicorn_settings_and_keeps_them_when_broken(tmp_path: Path) -> None:
+    root = tmp_path / "service"
+    shutil.copytree(SERVICES / "reload", root)
+    yaml_file = root / "service.yaml"
+    good = yaml_file.read_text()
+    application = ServiceApplication(root, options(load_service(root), "127.0.0.1", 8123))
+    assert application.cfg.workers == 1
 
-    application = ServiceApplication(tmp_path, {"workers": 3}, refresh=broken)
-    application.reload()  # what gunicorn runs on SIGHUP; it would sys.exit on an error
+    yaml_file.write_text(good.replace("workers: 1", "workers: 3"))
+    application.reload()  # what gunicorn runs on SIGHUP
     assert application.cfg.workers == 3
+    assert application.cfg.bind == ["127.0.0.1:8123"]
 
-    application.refresh = lambda: {"workers": 5}
-    application.reload()
-    assert application.cfg.workers == 5
+    yaml_file.write_text(good.replace("workers: 1", "workers: many"))
+    application.reload()  # gunicorn would exit on an error here
+    assert application.cfg.workers == 3
