@@ -12,6 +12,7 @@ never imports the user's code, or a HUP would serve stale modules.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -116,7 +117,7 @@ def hooks(root: str | Path, *, poll: bool = False) -> dict[str, Callable[..., An
         raise KilnError("kiln serve --reload needs the watchdog package "
                         "(pip install 'watchdog>=6')") from err
     reloader = Reloader(Path(root), poll=poll)
-    return {"when_ready": reloader.when_ready, "on_exit": reloader.on_exit}
+    return {"when_ready": reloader.when_ready}
 
 
 class Reloader:
@@ -162,10 +163,12 @@ class Reloader:
         sys.dont_write_bytecode = True
         warm_up()  # the runtime, not the user's code: workers then boot in milliseconds
         self.start()
+        # Not the on_exit hook: other features set it, and a dict of hooks keeps only one.
+        atexit.register(self._at_exit, os.getpid())
 
-    def on_exit(self, server: Any) -> None:
-        """Stop watching (gunicorn's on_exit hook)."""
-        self.stop()
+    def _at_exit(self, master: int) -> None:
+        if os.getpid() == master:  # forked workers inherit atexit handlers too
+            self.stop()
 
     def mark_served(self) -> None:
         """Record the folder as it is now as the code the workers serve."""
