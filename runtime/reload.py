@@ -13,6 +13,7 @@ never imports the user's code, or a HUP would serve stale modules.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import logging
@@ -179,10 +180,16 @@ class Reloader:
         """Take the first snapshot, start the checker, the observer and the debounce thread."""
         self.mark_served()
         self.checker.start()
-        self._observer = self._make_observer()
-        self._observer.schedule(_Handler(self), str(self.root), recursive=False)
-        self._watch_code()
-        self._observer.start()
+        try:
+            self._observe()
+        except OSError as err:  # inotify's watch or instance limit, say
+            if self.poll:
+                raise
+            self.log.warning("kiln reload: file events unavailable (%s); polling instead", err)
+            with contextlib.suppress(OSError, RuntimeError):  # a half-started observer
+                self._observer.stop()
+            self.poll = True
+            self._observe()
         self._thread = threading.Thread(target=self._loop, name="kiln-reload", daemon=True)
         self._thread.start()
         kind = "polling" if self.poll else "watching"
@@ -204,6 +211,13 @@ class Reloader:
             self.state.parent.rmdir()
         except OSError:
             pass  # not ours to remove, or not empty
+
+    def _observe(self) -> None:
+        self._observer = self._make_observer()
+        self._code_watch = None
+        self._observer.schedule(_Handler(self), str(self.root), recursive=False)
+        self._watch_code()
+        self._observer.start()
 
     def _make_observer(self) -> Any:
         if self.poll:
