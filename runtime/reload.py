@@ -34,6 +34,8 @@ from runtime.reload_check import Checker, warm_up
 STATE_ENV = "KILN_RELOAD_STATE"
 #: Quiet time after the last event before a check: editors write a save in a few events.
 DEBOUNCE = 0.2
+#: How long a file that served may stay deleted before the folder is checked without it.
+DELETE_GRACE = 0.5
 #: Longest a check of the edited code may take (imports included).
 CHECK_TIMEOUT = 60.0
 #: How often --poll looks at the files.
@@ -146,6 +148,7 @@ class Reloader:
         self._observer: Any = None
         self._code_watch: Any = None
         self._rewatch = False
+        self._waited_for_deleted = False
         self._thread: threading.Thread | None = None
 
     @property
@@ -283,6 +286,14 @@ class Reloader:
         current = snapshot(self.root)
         if current == self._checked:
             return
+        if self._served.keys() - current.keys() and not self._waited_for_deleted:
+            # A delete-then-create save may take longer than the quiet spell: give the
+            # file a moment to come back before serving the folder without it.
+            self._waited_for_deleted = True
+            with self._cond:
+                self._due = self._due or time.monotonic() + DELETE_GRACE
+            return
+        self._waited_for_deleted = False
         self._checked = current
         files = ", ".join(changed(self._served, current)) or "nothing"
         if current == self._served:  # back to what the workers run: nothing to reload

@@ -124,6 +124,16 @@ def test_apply_reloads_only_on_new_content(reloader: Counted) -> None:
     assert read_error(reloader.state) is None
 
 
+def test_a_deleted_file_gets_a_moment_to_come_back(reloader: Counted) -> None:
+    routes = reloader.root / "app" / "routes.py"
+    reloader.mark_served()
+    routes.unlink()
+    reloader.apply()  # maybe a slow delete-then-create save: wait once more
+    assert reloader.reloads == 0 and reloader.pending
+    reloader.apply()  # still gone: it was deleted; serve the folder without it
+    assert reloader.reloads == 1
+
+
 def test_a_check_that_hangs_times_out(tmp_path: Path) -> None:
     root = tmp_path / "service"
     shutil.copytree(SERVICES / "reload", root)
