@@ -133,7 +133,8 @@ class Reloader:
                  reload: Callable[[], None] | None = None,
                  debounce: float = DEBOUNCE, timeout: float = CHECK_TIMEOUT):
         self.root = root.resolve()
-        self.state = state or Path(tempfile.mkdtemp(prefix="kiln-reload-")) / "state.json"
+        self._own_state = state is None  # made in when_ready, removed by stop()
+        self.state = state or Path(tempfile.gettempdir(), "kiln-reload-unset", "state.json")
         self.poll = poll
         self.reload = reload
         self.debounce = debounce
@@ -162,6 +163,8 @@ class Reloader:
         """Start watching (gunicorn's when_ready hook); workers are forked after this returns."""
         self.log = server.log
         self.reload = self.reload or (lambda: os.kill(server.pid, signal.SIGHUP))
+        if self._own_state:
+            self.state = Path(tempfile.mkdtemp(prefix="kiln-reload-")) / "state.json"
         os.environ[STATE_ENV] = str(self.state)  # the workers inherit it at fork
         # Two saves of one size within one second would otherwise leave a stale .pyc behind.
         sys.dont_write_bytecode = True
@@ -210,10 +213,9 @@ class Reloader:
             self._thread.join(5)
         self.checker.close()
         self.state.unlink(missing_ok=True)
-        try:
-            self.state.parent.rmdir()
-        except OSError:
-            pass  # not ours to remove, or not empty
+        if self._own_state:
+            with contextlib.suppress(OSError):
+                self.state.parent.rmdir()
 
     def _observe(self) -> None:
         self._observer = self._make_observer()
