@@ -6,7 +6,6 @@ never imports the user's code, so a SIGHUP loads new code in fresh workers.
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 import shlex
@@ -137,21 +136,27 @@ def options(config: ServiceConfig, host: str, port: int, env: dict[str, str] | N
 class ServiceApplication(BaseApplication):  # type: ignore[misc]
     """gunicorn serving one service folder; the app is built in each worker."""
 
+    _loaded = False  # whether load_config ran once: later runs are SIGHUPs
+    _fixed: dict[str, Any]
+
     def __init__(self, root: Path, settings: dict[str, Any],
                  hooks: dict[str, Callable[..., Any]] | None = None):
         self.root = root
         self.settings = settings
         self.hooks = {"post_worker_init": _post_worker_init, **(hooks or {})}
-        self._loaded = False
         super().__init__()
 
     def load_config(self) -> None:
         # gunicorn runs this again on every SIGHUP: re-read service.yaml then, and keep the
         # settings in force when it has become invalid (a ConfigError here would exit gunicorn).
-        if self._loaded:
+        if not self._loaded:
+            self._fixed = self._not_from_files()
+        else:
             try:
-                self.settings = self._reread()
+                self.settings = {**self._reread(), **self._fixed}
             except (KilnError, OSError) as err:
+                import logging
+
                 logging.getLogger("gunicorn.error").error(
                     "kiln: keeping the previous gunicorn settings: %s", err)
         self._loaded = True
@@ -166,6 +171,14 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
         if "bind" not in env_options(os.environ.get("GUNICORN_CMD_ARGS", "")):
             fresh["bind"] = self.settings["bind"]
         return fresh
+
+    def _not_from_files(self) -> dict[str, Any]:
+        """Settings the runtime added beside `options()` (a log format, say): kept on SIGHUP."""
+        try:
+            layered = self._reread()
+        except (KilnError, OSError):
+            return {}
+        return {k: v for k, v in self.settings.items() if k not in layered}
 
     def load(self) -> Any:
         from runtime.app import create_app

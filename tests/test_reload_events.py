@@ -158,13 +158,15 @@ def test_hup_rereads_gunicorn_settings_and_keeps_them_when_broken(tmp_path: Path
     shutil.copytree(SERVICES / "reload", root)
     yaml_file = root / "service.yaml"
     good = yaml_file.read_text()
-    application = ServiceApplication(root, options(load_service(root), "127.0.0.1", 8123))
+    settings = {**options(load_service(root), "127.0.0.1", 8123), "proc_name": "kiln-test"}
+    application = ServiceApplication(root, settings)
     assert application.cfg.workers == 1
 
     yaml_file.write_text(good.replace("workers: 1", "workers: 3"))
     application.reload()  # what gunicorn runs on SIGHUP
     assert application.cfg.workers == 3
     assert application.cfg.bind == ["127.0.0.1:8123"]
+    assert application.cfg.proc_name == "kiln-test"  # set by the runtime, not service.yaml
 
     yaml_file.write_text(good.replace("workers: 1", "workers: many"))
     application.reload()  # gunicorn would exit on an error here
