@@ -22,7 +22,6 @@ from runtime.config import ServiceConfig, load_service
 from runtime.errors import UserCodeError
 from runtime.health import Health
 from runtime.loader import UserCode, describe, load_user_code
-from runtime.reload import init_app as init_reload
 
 log = logging.getLogger("kiln.app")
 
@@ -116,7 +115,6 @@ def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
     routes.init_app(app)
     if code is not None and code.blueprint is not None:
         app.register_blueprint(code.blueprint)
-    init_reload(app, app.extensions["kiln"])
     return app
 
 

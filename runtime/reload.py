@@ -106,7 +106,10 @@ def read_error(path: Path) -> str | None:
 
 
 def init_app(app: Any, service: Any) -> None:
-    """Under --reload, add `reload_error` (null when the last save was good) to the status route."""
+    """Under --reload, add `reload_error` (null when the last save was good) to the status route.
+
+    Called in each gunicorn worker (runtime/server.py), where the master's variable is set.
+    """
     path = os.environ.get(STATE_ENV)
     if path:
         service.status_hooks.append(lambda: {"reload_error": read_error(Path(path))})

@@ -188,7 +188,10 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
 
 def _post_worker_init(worker: Any) -> None:
     """Start load() in this worker, and say 'shutting down' once it is asked to stop."""
+    from runtime.reload import init_app as init_reload
+
     service = worker.wsgi.extensions["kiln"]
+    init_reload(worker.wsgi, service)  # under --reload: reload_error in the status route
     previous = signal.getsignal(signal.SIGTERM)
 
     def stopping(signum: int, frame: Any) -> None:
