@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from watchdog.events import (
     DirModifiedEvent,
     FileClosedEvent,
@@ -18,6 +19,7 @@ from watchdog.events import (
     FileSystemEvent,
 )
 
+from runtime.cli import cli
 from runtime.config import load_service
 from runtime.reload import Reloader, changed, read_error, watched
 from runtime.reload_check import Checker
@@ -171,3 +173,13 @@ def test_hup_rereads_gunicorn_settings_and_keeps_them_when_broken(tmp_path: Path
     yaml_file.write_text(good.replace("workers: 1", "workers: many"))
     application.reload()  # gunicorn would exit on an error here
     assert application.cfg.workers == 3
+
+
+def test_serve_reload_with_a_bad_service_yaml_stops_with_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "service"
+    shutil.copytree(SERVICES / "reload", root)
+    (root / "service.yaml").write_text("id: Not_an_id\n")
+    result = CliRunner().invoke(cli, ["serve", str(root), "--reload"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and "service.yaml" in result.output
+    assert "Traceback" not in result.output
