@@ -59,9 +59,14 @@ def add_commands(group: click.Group, user_errors: Callable[[Any], Any]) -> None:
     @click.option("--port", default=PORT, show_default=True, type=click.IntRange(1, 65535),
                   help="Port on 127.0.0.1.")
     @click.option("--detach", "-d", is_flag=True, help="Leave it running in the background.")
+    @click.option("--dev", is_flag=True,
+                  help="Mount the service folder DIR into the image and reload on every edit, "
+                       "against the image's own packages.")
+    @click.option("--poll", is_flag=True,
+                  help="With --dev: poll for edits (mounts that deliver no file events).")
     @user_errors
-    def run(what: str, port: int, detach: bool) -> None:
+    def run(what: str, port: int, detach: bool, dev: bool, poll: bool) -> None:
         """Run a built image (of the service in DIR, or IMAGE) with the limits of its size."""
         from builder import run as runner
 
-        runner.run(what, port=port, detach=detach, echo=click.echo)
+        runner.run(what, port=port, detach=detach, dev=dev, poll=poll, echo=click.echo)

@@ -18,6 +18,8 @@ from builder.errors import RunError
 from runtime.config import SERVICE_FILE, SIZES, load_service
 
 Echo = Callable[[str], None]
+#: Where the image keeps the service folder (images/*.Dockerfile).
+SERVICE_MOUNT = "/srv/service"
 
 
 @dataclass(frozen=True)
@@ -69,14 +71,23 @@ def resolve_image(client: Any, what: str) -> tuple[str, str]:
     return image, labels.get("kiln.size", "small")
 
 
-def start(client: Any, image: str, limits: Limits, port: int) -> Any:
+def dev_kwargs(service_dir: Path, poll: bool) -> dict[str, Any]:
+    """`--dev`: the folder mounted over the image's copy, served with `kiln serve --reload`."""
+    command = ["kiln", "serve", SERVICE_MOUNT, "--host", "0.0.0.0", "--port", str(PORT),
+               "--reload"] + (["--poll"] if poll else [])
+    return {"volumes": {str(service_dir.resolve()): {"bind": SERVICE_MOUNT, "mode": "rw"}},
+            "command": command}
+
+
+def start(client: Any, image: str, limits: Limits, port: int,
+          extra: dict[str, Any] | None = None) -> Any:
     """Create and start the container; on failure remove it, so nothing is left behind."""
     import docker.errors
 
     try:
         container = client.containers.create(
             image, ports={f"{PORT}/tcp": ("127.0.0.1", port)}, labels={"kiln.run": image},
-            **limits.container_kwargs())
+            **limits.container_kwargs(), **(extra or {}))
     except docker.errors.APIError as err:
         raise RunError(f"cannot create a container of {image}: {err.explanation or err}") from err
     try:
@@ -114,16 +125,28 @@ def follow(container: Any, echo: Echo) -> int:
     return code
 
 
-def run(what: str, port: int = PORT, detach: bool = False, echo: Echo = print) -> str:
-    """Start the image of WHAT (a service folder or an image); return the container id."""
+def run(what: str, port: int = PORT, detach: bool = False, echo: Echo = print,
+        dev: bool = False, poll: bool = False) -> str:
+    """Start the image of WHAT (a service folder or an image); return the container id.
+
+    dev: WHAT must be a service folder; it is mounted into its image and reloaded on edits.
+    """
+    extra = None
+    if dev:
+        if not (Path(what) / SERVICE_FILE).is_file():
+            raise RunError(f"--dev needs a service folder (with {SERVICE_FILE}), got {what!r}")
+        extra = dev_kwargs(Path(what), poll)
+    elif poll:
+        raise RunError("--poll only works with --dev")
     client = docker_client()
     try:
-        return _run(client, what, port, detach, echo)
+        return _run(client, what, port, detach, echo, extra)
     finally:
         client.close()
 
 
-def _run(client: Any, what: str, port: int, detach: bool, echo: Echo) -> str:
+def _run(client: Any, what: str, port: int, detach: bool, echo: Echo,
+         extra: dict[str, Any] | None) -> str:
     image, size = resolve_image(client, what)
     limits = Limits.of(size)
     host_cpus = int(client.info().get("NCPU") or limits.cpus)
@@ -131,7 +154,7 @@ def _run(client: Any, what: str, port: int, detach: bool, echo: Echo) -> str:
         echo(f"Size {size} asks for {limits.cpus:g} CPUs; this Docker engine has {host_cpus}: "
              f"limiting the container to {host_cpus}")
         limits = limits.within(host_cpus)
-    container = start(client, image, limits, port)
+    container = start(client, image, limits, port, extra)
     gpu = f", {limits.gpus} GPU" if limits.gpus else ""
     echo(f"Serving {image} on http://127.0.0.1:{port} in container {container.short_id} "
          f"(size {size}: {limits.cpus:g} CPU, {limits.memory_gb} GB{gpu})")

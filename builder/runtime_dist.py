@@ -22,7 +22,7 @@ DIST = "kiln"
 PACKAGE_DIR = Path(runtime.__file__).resolve().parent
 SOURCE_ROOT = PACKAGE_DIR.parent
 #: Requirements of the kiln distribution that only the user's machine needs, never an image.
-HOST_ONLY = frozenset({"docker", "cookiecutter", "watchdog"})
+HOST_ONLY = frozenset({"docker", "cookiecutter"})
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 

@@ -62,12 +62,23 @@ def _host_commands(package: str) -> ModuleType | None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535),
               help="Port to listen on.")
+@click.option("--reload", "reload_", is_flag=True,
+              help="Reload the workers when a file of the service is saved; a broken edit "
+                   "keeps the previous code serving.")
+@click.option("--poll", is_flag=True,
+              help="With --reload: poll the files instead of waiting for file events "
+                   "(for mounts that deliver none); implies --reload.")
 @user_errors
-def serve(directory: Path, host: str, port: int) -> None:
+def serve(directory: Path, host: str, port: int, reload_: bool, poll: bool) -> None:
     """Serve the service in DIRECTORY under gunicorn (default: the current folder)."""
     from runtime.server import serve as run_server
 
-    run_server(directory, host=host, port=port)
+    hooks = None
+    if reload_ or poll:
+        from runtime.reload import hooks as reload_hooks
+
+        hooks = reload_hooks(directory, poll=poll)
+    run_server(directory, host=host, port=port, hooks=hooks)
 
 
 @cli.command()

@@ -19,7 +19,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.config import Config
 
 from runtime.config import ServiceConfig
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, KilnError
 
 #: Settings the runtime owns or that would run arbitrary code or exit the server.
 REFUSED: dict[str, str] = {
@@ -174,6 +174,9 @@ def _in_turn(first: Callable[..., Any], then: Callable[..., Any]) -> Callable[..
 class ServiceApplication(BaseApplication):  # type: ignore[misc]
     """gunicorn serving one service folder; the app is built in each worker."""
 
+    _loaded = False  # whether load_config ran once: later runs are SIGHUPs
+    _fixed: dict[str, Any]
+
     def __init__(self, root: Path, settings: dict[str, Any],
                  hooks: dict[str, Callable[..., Any]] | None = None):
         self.root = root
@@ -182,8 +185,38 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
         super().__init__()
 
     def load_config(self) -> None:
+        # gunicorn runs this again on every SIGHUP: re-read service.yaml then, and keep the
+        # settings in force when it has become invalid (a ConfigError here would exit gunicorn).
+        if not self._loaded:
+            self._fixed = self._not_from_files()
+        else:
+            try:
+                self.settings = {**self._reread(), **self._fixed}
+            except (KilnError, OSError) as err:
+                import logging
+
+                logging.getLogger("gunicorn.error").error(
+                    "kiln: keeping the previous gunicorn settings: %s", err)
+        self._loaded = True
         for key, value in {**self.settings, **self.hooks}.items():
             self.cfg.set(key, value)
+
+    def _reread(self) -> dict[str, Any]:
+        """The settings from service.yaml and GUNICORN_CMD_ARGS as they are now; same address."""
+        from runtime.config import load_service
+
+        fresh = options(load_service(self.root), "127.0.0.1", 0)
+        if "bind" not in env_options(os.environ.get("GUNICORN_CMD_ARGS", "")):
+            fresh["bind"] = self.settings["bind"]
+        return fresh
+
+    def _not_from_files(self) -> dict[str, Any]:
+        """Settings the runtime added beside `options()` (a log format, say): kept on SIGHUP."""
+        try:
+            layered = self._reread()
+        except (KilnError, OSError):
+            return {}
+        return {k: v for k, v in self.settings.items() if k not in layered}
 
     def load(self) -> Any:
         from runtime.app import create_app
@@ -193,7 +226,10 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
 
 def _post_worker_init(worker: Any) -> None:
     """Start load() in this worker, and say 'shutting down' once it is asked to stop."""
+    from runtime.reload import init_app as init_reload
+
     service = worker.wsgi.extensions["kiln"]
+    init_reload(worker.wsgi, service)  # under --reload: reload_error in the status route
     previous = signal.getsignal(signal.SIGTERM)
 
     def stopping(signum: int, frame: Any) -> None:

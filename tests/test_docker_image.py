@@ -383,3 +383,41 @@ def test_kiln_run_detach_leaves_it_serving(docker_engine: Any, cpu_image: tuple[
         assert container.attrs["Config"]["Labels"]["kiln.run"] == cpu_image[0]
     finally:
         container.remove(force=True)
+
+
+def test_kiln_run_dev_serves_edits_against_the_image(tmp_path: Path, images: Images,
+                                                      docker_engine: Any) -> None:
+    folder = service_copy(tmp_path, version=f"dev-{RUN_ID}")
+    for path in [folder, *folder.rglob("*")]:  # the container's user (10001) reads the mount
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    images.build(folder, f"imaged:dev-{RUN_ID}", "--base-image", images.python_base, "--quiet")
+    port = free_port()
+    result = CliRunner().invoke(cli, ["run", str(folder), "--dev", "--port", str(port),
+                                      "--detach"])
+    assert result.exit_code == 0, result.output
+    container = docker_engine.containers.get(result.output.strip().splitlines()[-1].split()[-1])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: requests.get(f"{url}/inside", timeout=2).status_code == 200,
+                        timeout=90), container.logs().decode(errors="replace")
+        routes = folder / "app" / "routes.py"
+        routes.write_text(routes.read_text() + '''
+
+@user_services_routes.get("/edited")
+def edited():
+    return {"edited": True, "six": six.__version__}
+''')
+        answer = wait_for(lambda: requests.get(f"{url}/edited", timeout=2).json().get("edited"),
+                          timeout=60)
+        assert answer is True, container.logs().decode(errors="replace")
+        mounts = container.attrs["Mounts"]
+        assert [m["Destination"] for m in mounts] == ["/srv/service"]
+    finally:
+        container.remove(force=True)
+
+
+def test_kiln_run_dev_needs_a_service_folder(docker_engine: Any, cpu_image: tuple[str, str]) -> None:
+    result = CliRunner().invoke(cli, ["run", cpu_image[0], "--dev"])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"Error: --dev needs a service folder (with service.yaml), "
+                                     f"got {cpu_image[0]!r}")

@@ -1,0 +1,5 @@
+"""predict() for the reload test service."""
+
+
+def predict(*args):
+    return list(args)
