@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,14 +31,38 @@ DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 
 def _client(base_url: str | None = None) -> Any:
     """A docker client whose engine answers a ping, or None."""
-    try:
-        import docker
+    import docker
 
-        client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
-        client.ping()
-        return client
+    def connect(**fixed: str) -> Any:
+        return docker.DockerClient(base_url=base_url, **fixed) if base_url else docker.from_env(**fixed)
+
+    # The SDK leaves its socket open when a connect fails (a ResourceWarning that fails a
+    # later test under filterwarnings=error): knock on a unix socket ourselves first, and
+    # probe with a fixed API version, since without one the constructor already connects.
+    host = base_url or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+    if host.startswith("unix://") and not _accepts(host[len("unix://"):]):
+        return None
+    try:
+        probe = connect(version="1.24")
     except Exception:  # noqa: BLE001 - any failure means "no engine here"
         return None
+    try:
+        probe.ping()
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        probe.close()
+    return connect()
+
+
+def _accepts(path: str) -> bool:
+    """Whether something listens on the unix socket PATH."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 class Dockerd:
