@@ -24,7 +24,7 @@ from typing import Any
 import requests
 from requests_aws4auth import AWS4Auth
 
-from runtime.errors import KilnError
+from runtime.errors import ConfigError, KilnError
 
 log = logging.getLogger("kiln.sdk")
 
@@ -82,8 +82,8 @@ def service_url(service_id: str, url: str | None = None,
         return environ[own].rstrip("/")
     if environ.get("KILN_GATEWAY_URL"):
         return f"{environ['KILN_GATEWAY_URL'].rstrip('/')}{GATEWAY_PREFIX}/{service_id}"
-    raise InvokeError(f"no URL for service {service_id!r}: pass url=, or set {own} "
-                      f"or KILN_GATEWAY_URL")
+    raise ConfigError(f"no URL for service {service_id!r}: pass url= (kiln invoke --url), "
+                      f"or set {own} or KILN_GATEWAY_URL")
 
 
 def sigv4_auth(key_id: str, secret: str, environ: Mapping[str, str] | None = None) -> AWS4Auth:

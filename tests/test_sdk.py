@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from runtime.cli import cli
+from runtime.errors import ConfigError
 from runtime.sdk import Client, InvokeError, invoke, service_url
 from tests.support import SERVICES, Server, serving
 from tests.test_auth import TOKENS_ENV
@@ -32,7 +33,7 @@ def test_service_url(url: str | None, env: dict[str, str], expected: str) -> Non
 
 
 def test_no_url_says_what_to_set() -> None:
-    with pytest.raises(InvokeError, match="set KILN_SERVICE_URL_ADD_NUMBERS or KILN_GATEWAY_URL"):
+    with pytest.raises(ConfigError, match="set KILN_SERVICE_URL_ADD_NUMBERS or KILN_GATEWAY_URL"):
         service_url("add-numbers", None, {})
 
 
@@ -229,3 +230,11 @@ def test_kiln_invoke_bad_url_is_one_line(url: str, message: str) -> None:
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert message in result.stderr
+
+
+def test_kiln_invoke_without_a_url_says_where_to_set_one() -> None:
+    result = CliRunner().invoke(cli, ["invoke", "add-numbers", "/add-numbers", "--data", "{}"])
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "Error: no URL for service 'add-numbers': pass url= (kiln invoke --url), or set "
+        "KILN_SERVICE_URL_ADD_NUMBERS or KILN_GATEWAY_URL")
