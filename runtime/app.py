@@ -8,6 +8,7 @@ starts: health and predict answer 503 with the reason, so a failed start is visi
 from __future__ import annotations
 
 import glob
+import inspect
 import logging
 import os
 import sys
@@ -28,6 +29,8 @@ log = logging.getLogger("kiln.app")
 
 #: Defaults under service.yaml's flask: and FLASK_* variables.
 FLASK_DEFAULTS: dict[str, Any] = {"MAX_CONTENT_LENGTH": 10 * 1024 * 1024}
+#: How many views and hooks KilnFlask remembers as plain functions.
+SYNC_CACHE = 1024
 
 
 @dataclass
@@ -53,6 +56,34 @@ class Service:
         if self._gpu is None and self.health.finished.is_set():
             self._gpu = detect_gpu()
         return self._gpu or {"visible": False}
+
+
+class KilnFlask(Flask):
+    """Flask, remembering which views and hooks are plain functions.
+
+    Flask's `ensure_sync` asks `inspect.iscoroutinefunction` of every hook and view on every
+    request, a few microseconds each. The answer is kept per function object, for at most
+    SYNC_CACHE of them: a MethodView hands over a new bound method on every request.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._sync: dict[Callable[..., Any], bool] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        try:
+            if self._sync[func]:
+                return func
+        except (KeyError, TypeError):  # not seen yet, or unhashable
+            plain = not inspect.iscoroutinefunction(func)
+            if len(self._sync) < SYNC_CACHE:
+                try:
+                    self._sync[func] = plain
+                except TypeError:
+                    pass
+            if plain:
+                return func
+        return super().ensure_sync(func)
 
 
 def detect_gpu() -> dict[str, Any]:
@@ -102,7 +133,7 @@ def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
     """Build the Flask app for the service folder ROOT (load() is not run here)."""
     root = Path(root).resolve()
     config = config or load_service(root)
-    app = Flask("kiln_service", root_path=str(root), static_folder=None)
+    app = KilnFlask("kiln_service", root_path=str(root), static_folder=None)
     app.config.update(flask_config(config))
     responses.init_app(app)
 

@@ -1,7 +1,7 @@
 """Who may call a service: the `auth.mode` check that runs before every request.
 
-`init_app` registers a before_request hook after the request-id hook of runtime/responses.py,
-so a 401 carries a request id. Health routes are always open; /docs follows
+`init_app` adds a gate to the request's lifecycle (runtime/lifecycle.py) after the size limit,
+so a 401 carries a request id and is logged and counted. Health routes are always open; /docs follows
 `auth.docs_public` and /metrics follows `metrics.public`. Every other route, unknown ones
 included, answers 401 with one reason that does not say which part of the credentials failed;
 the precise reason goes to the server's log, never a secret.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hmac
 import logging
 import os
@@ -30,12 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response
 
 from runtime import sigv4
 from runtime.config import ServiceConfig
 from runtime.errors import ConfigError
-from runtime.responses import error, request_id
+from runtime.lifecycle import Current, lifecycle
+from runtime.responses import error
 from runtime.routes import DOCS, HEALTH, METRICS
 
 if TYPE_CHECKING:
@@ -196,8 +198,8 @@ def authenticate(policy: Policy, environ: Mapping[str, Any], body: bytes) -> str
     return verify_token(str(environ.get("HTTP_AUTHORIZATION", "")), policy.secrets)
 
 
-def _check() -> Response | None:
-    policy: Policy = current_app.extensions["kiln_auth"]
+def _check(policy: Policy, current: Current) -> Response | None:
+    request = current.request
     # Only this hook may say who the caller is.
     request.environ.pop(USER_ENVIRON, None)
     if policy.is_open(request.path):
@@ -206,8 +208,8 @@ def _check() -> Response | None:
     try:
         caller = authenticate(policy, request.environ, body)
     except (sigv4.SignatureError, TokenError) as err:
-        log.warning("401 %s %s: %s [request_id=%s]", request.method, request.path, err,
-                    request_id())
+        log.warning("401 %s %s: %s [request_id=%s]", current.method, request.path, err,
+                    current.id)
         challenge = sigv4.ALGORITHM if policy.mode == "sigv4" else 'Bearer realm="kiln"'
         return error(401, UNAUTHORIZED, {"WWW-Authenticate": challenge})
     request.environ[USER_ENVIRON] = caller
@@ -218,4 +220,4 @@ def init_app(app: Flask, service: Service) -> None:
     """Check credentials before every request (auth.mode); refuse a mode that has no secrets."""
     app.extensions["kiln_auth"] = policy = load_policy(service.config)
     if policy.mode != "none":
-        app.before_request(_check)
+        lifecycle(app).gates.append(functools.partial(_check, policy))

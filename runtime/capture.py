@@ -16,7 +16,6 @@ import mmap
 import os
 import socket
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,12 +23,13 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 
 from runtime.config import ServiceConfig
 from runtime.errors import ConfigError
+from runtime.lifecycle import Current, lifecycle
 from runtime.loader import BLUEPRINT
-from runtime.responses import JSONProvider, error, request_id
+from runtime.responses import JSONProvider, error
 from runtime.routes import FEEDBACK
 
 FEEDBACK_ENDPOINT = "kiln_feedback"
@@ -191,16 +191,17 @@ class Capture:
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._recent_lock = threading.Lock()
 
-    def record(self, response: Response, seconds: float) -> dict[str, Any]:
+    def record(self, current: Current, response: Response) -> dict[str, Any]:
         """The capture line for the current request and its response."""
-        rule = request.url_rule
+        request = current.request
         out: dict[str, Any] = {
-            "request_id": request_id(),
+            "request_id": current.id,
             "time": now().isoformat(timespec="milliseconds"),
             "service": self.service, "version": self.version,
-            "method": request.method, "route": rule.rule if rule is not None else None,
+            "method": current.method,
+            "route": current.route if request.url_rule is not None else None,
             "path": request.path, "status": response.status_code,
-            "duration_ms": round(seconds * 1000, 3), "client": request.remote_addr,
+            "duration_ms": round(current.seconds() * 1000, 3), "client": request.remote_addr,
         }
         req: dict[str, Any] = {"headers": clean_headers(request.headers)}
         if request.args:
@@ -270,16 +271,10 @@ def _captured(endpoint: str | None) -> bool:
     return endpoint is not None and (endpoint in CAPTURED or endpoint.startswith(USER_BLUEPRINT))
 
 
-def _started() -> None:
-    g.kiln_capture_start = time.perf_counter()
-
-
-def _finished(response: Response) -> Response:
+def _finished(current: Current, response: Response) -> None:
     capture = _capture()
-    if capture is not None and _captured(request.endpoint):
-        start = g.get("kiln_capture_start") or time.perf_counter()
-        capture.write(capture.record(response, time.perf_counter() - start))
-    return response
+    if capture is not None and _captured(current.endpoint):
+        capture.write(capture.record(current, response))
 
 
 def feedback() -> Any:
@@ -310,8 +305,7 @@ def init_app(app: Flask, service: Any) -> None:
     app.add_url_rule(FEEDBACK, FEEDBACK_ENDPOINT, feedback, methods=["POST"])
     app.add_url_rule(FEEDBACK + "/", FEEDBACK_ENDPOINT, feedback, methods=["POST"])
     if capture is not None:
-        app.before_request_funcs.setdefault(None, []).insert(0, _started)
-        app.after_request(_finished)
+        lifecycle(app).finished.append(_finished)
 
 
 def read_lines(path: Path) -> Iterator[dict[str, Any]]:

@@ -2,15 +2,15 @@
 
 Every line is one JSON object (`KILN_LOG_FORMAT=text` for people) with the time, level, logger,
 message, the worker's pid and, inside a request, its request id. The id lives in a context
-variable that predict's worker threads inherit (runtime/routes.py copies the context), so a
-`logging.getLogger(__name__).info(...)` in user code carries it without any effort.
+variable (runtime/lifecycle.py) that predict's pool threads inherit (runtime/bounded.py copies
+the context), so a `logging.getLogger(__name__).info(...)` in user code carries it without any
+effort.
 
 gunicorn applies `logconfig(...)` through its `logconfig_dict` setting, in the master before
 the workers fork, so its own error log and every worker share one handler and one format.
 """
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import os
@@ -19,19 +19,16 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response
 from gunicorn.glogging import Logger as GunicornLoggerBase
 
 from runtime.errors import ConfigError
-from runtime.responses import JSONProvider, request_id
+from runtime.lifecycle import Current, current_id, lifecycle
+from runtime.responses import JSONProvider
 
 FORMATS = ("json", "text")
 ACCESS_LOGGER = "kiln.access"
-#: The route label of a request that matched no route (404, 405): raw paths never become labels.
-UNMATCHED = "<unmatched>"
 
-_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("kiln_request_id",
-                                                                         default=None)
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 
@@ -48,7 +45,7 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            record.request_id = _request_id.get()
+            record.request_id = current_id()
         return True
 
 
@@ -84,7 +81,7 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             "pid": record.process,
-            "request_id": getattr(record, "request_id", None) or _request_id.get(),
+            "request_id": getattr(record, "request_id", None) or current_id(),
         }
         fields = getattr(record, "kiln", None)
         if fields:
@@ -105,7 +102,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s%(rid)s %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        rid = getattr(record, "request_id", None) or _request_id.get()
+        rid = getattr(record, "request_id", None) or current_id()
         record.rid = f" [{rid}]" if rid else ""
         return super().formatMessage(record)
 
@@ -145,42 +142,20 @@ def gunicorn_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {"logconfig_dict": logconfig(log_format(env)), "logger_class": GunicornLogger}
 
 
-def _started() -> None:
-    g.kiln_log_start = time.perf_counter()
-    _request_id.set(request_id())
-
-
-def _route() -> str:
-    rule = request.url_rule
-    return rule.rule if rule is not None else UNMATCHED
-
-
-def _finished(response: Response) -> Response:
+def _finished(current: Current, response: Response) -> None:
     if access_log.isEnabledFor(logging.INFO):
-        start = g.get("kiln_log_start")
-        duration = (time.perf_counter() - start) * 1000 if start is not None else None
-        route = _route()
+        duration = current.seconds() * 1000
         status = response.status_code
-        fields = {"method": request.method, "route": route, "status": status,
-                  "duration_ms": round(duration, 3) if duration is not None else None,
-                  "client": request.remote_addr}
+        fields = {"method": current.method, "route": current.route, "status": status,
+                  "duration_ms": round(duration, 3), "client": current.request.remote_addr}
         # handle() a ready record: info() would also walk the stack to find the caller.
         record = access_log.makeRecord(
             ACCESS_LOGGER, logging.INFO, __file__, 0,
-            f"{request.method} {route} {status} {duration or 0.0:.1f}ms", (), None,
+            f"{current.method} {current.route} {status} {duration:.1f}ms", (), None,
             extra={"kiln": fields})
         access_log.handle(record)
-    return response
-
-
-def _teardown(exc: BaseException | None) -> None:
-    # set, not reset(token): a streamed response may tear down in another context.
-    _request_id.set(None)
 
 
 def init_app(app: Flask, service: Any = None) -> None:
-    """Time each request, log it on `kiln.access`, and expose its id to logging calls."""
-    # First of all before_request functions: one that answers early (413) skips the rest.
-    app.before_request_funcs.setdefault(None, []).insert(0, _started)
-    app.after_request(_finished)
-    app.teardown_request(_teardown)
+    """Log each answered request on `kiln.access` (runtime/lifecycle.py times it)."""
+    lifecycle(app).finished.append(_finished)

@@ -19,15 +19,14 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 
 from runtime.errors import KilnError
-from runtime.logs import UNMATCHED
+from runtime.lifecycle import Current, lifecycle
 from runtime.routes import METRICS as ROUTE
 
 log = logging.getLogger("kiln.metrics")
@@ -258,38 +257,33 @@ def exposition() -> Response:
     return Response(encoder(registry), headers={"Content-Type": content_type})
 
 
-def _started() -> None:
-    if request.endpoint == ENDPOINT:
-        return
-    g.kiln_metrics_start = time.perf_counter()
-    _metrics_now().in_flight.inc()
+def _started(current: Current) -> None:
+    if current.endpoint != ENDPOINT:
+        _metrics_now().in_flight.inc()
 
 
 def _metrics_now() -> Metrics:
     return _metrics if _metrics is not None else metrics()
 
 
-def _observe(status: int) -> None:
-    start = g.pop("kiln_metrics_start", None)
-    if start is None:
+def _observe(current: Current, status: int) -> None:
+    if current.endpoint == ENDPOINT:
         return
-    seconds = time.perf_counter() - start
+    seconds = current.seconds()
     m = _metrics_now()
     m.in_flight.dec()
-    rule = request.url_rule
-    m.observe(rule.rule if rule is not None else UNMATCHED, request.method, status, seconds)
-    if request.endpoint == PREDICT_ENDPOINT:
+    m.observe(current.route, current.method, status, seconds)
+    if current.endpoint == PREDICT_ENDPOINT:
         m.observe_predict(status, seconds)
 
 
-def _finished(response: Response) -> Response:
-    _observe(response.status_code)
-    return response
+def _finished(current: Current, response: Response) -> None:
+    _observe(current, response.status_code)
 
 
-def _teardown(exc: BaseException | None) -> None:
-    # after_request did not run: an error escaped every handler, and gunicorn answers 500.
-    _observe(500)
+def _aborted(current: Current) -> None:
+    # An error escaped every handler, and gunicorn answers 500.
+    _observe(current, 500)
 
 
 def _record_load(health: Any) -> None:
@@ -301,9 +295,10 @@ def _record_load(health: Any) -> None:
 def init_app(app: Flask, service: Any) -> None:
     """Count and time every request, record load() time, and serve /metrics."""
     metrics()
-    app.before_request_funcs.setdefault(None, []).insert(0, _started)
-    app.after_request(_finished)
-    app.teardown_request(_teardown)
+    hooks = lifecycle(app)
+    hooks.started.append(_started)
+    hooks.finished.append(_finished)
+    hooks.aborted.append(_aborted)
     app.add_url_rule(ROUTE, ENDPOINT, exposition, methods=["GET"])
     if not service.health.finished.is_set() or service.health.load_seconds is not None:
         threading.Thread(target=_record_load, args=(service.health,), name="kiln-load-metric",

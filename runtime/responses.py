@@ -1,19 +1,16 @@
-"""Request ids, JSON errors and the JSON encoding every kiln response shares."""
+"""JSON errors, the size limit and the JSON encoding every kiln response shares."""
 from __future__ import annotations
 
 import logging
-import os
-import re
 from typing import Any, cast
 
-from flask import Flask, Request, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
-log = logging.getLogger("kiln.app")
+from runtime.lifecycle import Current, lifecycle, request_id
 
-REQUEST_ID_HEADER = "X-Request-ID"
-_GOOD_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+log = logging.getLogger("kiln.app")
 
 
 class JSONProvider(DefaultJSONProvider):
@@ -41,20 +38,6 @@ class JSONRequest(Request):
         raise BadRequest(f"malformed JSON body: {e}") from e
 
 
-def request_id() -> str:
-    """The current request's id: the caller's X-Request-ID when sane, else a new one.
-
-    New ids are 32 random hex digits: os.urandom(16).hex() costs a fifth of uuid4().hex,
-    and this runs on every request.
-    """
-    rid: str | None = g.get("request_id")
-    if rid is None:
-        given = request.headers.get(REQUEST_ID_HEADER)
-        rid = given if given and _GOOD_ID.fullmatch(given) else os.urandom(16).hex()
-        g.request_id = rid
-    return rid
-
-
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     """A JSON error response `{"error", "request_id"}`."""
     response = cast(Response, current_app.json.response({"error": message,
@@ -65,20 +48,14 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> R
     return response
 
 
-def _before() -> Response | None:
-    request_id()
+def _size_limit(current: Current) -> Response | None:
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    length = request.content_length
+    length = current.request.content_length
     if limit is not None and length is not None and length > limit:
         # Answer from the header alone, before anything reads the body.
         return error(413, f"request body of {length} bytes is larger than the limit of "
                           f"{limit} bytes (flask MAX_CONTENT_LENGTH)")
     return None
-
-
-def _after(response: Response) -> Response:
-    response.headers[REQUEST_ID_HEADER] = request_id()
-    return response
 
 
 def _http_error(err: HTTPException) -> Response:
@@ -96,11 +73,10 @@ def _unhandled(err: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Give every response an X-Request-ID and every error a JSON body."""
+    """Give every error a JSON body with the request id, and refuse bodies over the limit."""
     app.json_provider_class = JSONProvider
     app.request_class = JSONRequest
     app.json = JSONProvider(app)
-    app.before_request(_before)
-    app.after_request(_after)
+    lifecycle(app).gates.append(_size_limit)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unhandled)

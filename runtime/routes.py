@@ -12,7 +12,8 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
 
 from runtime.bounded import FutureTimeout, Pool, call_bounded
-from runtime.responses import error, request_id
+from runtime.lifecycle import request_id
+from runtime.responses import error
 
 # The paths of every route the runtime serves, here once for all its modules.
 API = "/api/v1.0"

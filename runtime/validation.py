@@ -10,6 +10,7 @@ OpenAPI 3.0 schemas follow) for messages that name the fields.
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import logging
 import threading
@@ -17,10 +18,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response
 from jsonschema import Draft4Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
+from runtime.lifecycle import UNMATCHED, Current, lifecycle
 from runtime.openapi import openapi_path
 from runtime.responses import error
 from runtime.schema_check import compile_check
@@ -191,32 +193,36 @@ def checks_from_spec(app: Flask, spec: dict[str, Any]) -> dict[tuple[str, str], 
 
 
 class _Lazy:
-    def __init__(self, get_spec: Callable[[], dict[str, Any]]):
+    """The app's BodyChecks, built from its document on the first request that needs them."""
+
+    def __init__(self, app: Flask, get_spec: Callable[[], dict[str, Any]]):
+        self.app = app
         self.get_spec = get_spec
         self.checks: dict[tuple[str, str], BodyCheck] | None = None
         self.lock = threading.Lock()
 
+    def get(self) -> dict[tuple[str, str], BodyCheck]:
+        checks = self.checks
+        if checks is None:
+            with self.lock:
+                if self.checks is None:
+                    self.checks = checks_from_spec(self.app, self.get_spec())
+                checks = self.checks
+        return checks
 
-def _validate() -> Response | None:
-    rule = request.url_rule
-    if rule is None:
+
+def _validate(lazy: _Lazy, current: Current) -> Response | None:
+    if current.route == UNMATCHED:
         return None
-    lazy: _Lazy = current_app.extensions[KEY]
-    checks = lazy.checks
-    if checks is None:
-        with lazy.lock:
-            if lazy.checks is None:
-                lazy.checks = checks_from_spec(current_app._get_current_object(),  # type: ignore[attr-defined]
-                                               lazy.get_spec())
-            checks = lazy.checks
-    check = checks.get((rule.rule, request.method))
+    check = lazy.get().get((current.route, current.method))
     if check is None:
         return None
+    request = current.request
     empty = not request.content_length and "chunked" not in request.headers.get(
         "Transfer-Encoding", "")
     if not request.is_json:
         if check.json_only and (check.required or not empty):
-            return error(415, f"{request.method} {request.path} expects a JSON body "
+            return error(415, f"{current.method} {request.path} expects a JSON body "
                               f"(Content-Type: application/json)")
         return None
     if empty and not check.required:
@@ -230,5 +236,5 @@ def _validate() -> Response | None:
 
 def init_app(app: Flask, get_spec: Callable[[], dict[str, Any]]) -> None:
     """Check JSON bodies against the document GET_SPEC returns (built on the first request)."""
-    app.extensions[KEY] = _Lazy(get_spec)
-    app.before_request(_validate)
+    app.extensions[KEY] = lazy = _Lazy(app, get_spec)
+    lifecycle(app).gates.append(functools.partial(_validate, lazy))

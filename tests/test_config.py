@@ -155,8 +155,8 @@ def test_gunicorn_layers(tmp_path: Path):
 
 
 @pytest.mark.parametrize(("env", "message"), [
-    ({"FLASK_MAX_CONTENT_LENGTH": "abc"}, "MAX_CONTENT_LENGTH (service.yaml flask: or "
-                                          "FLASK_MAX_CONTENT_LENGTH): must be a whole number"),
+    ({"FLASK_MAX_CONTENT_LENGTH": "abc"}, ("MAX_CONTENT_LENGTH (service.yaml flask: or "
+                                          "FLASK_MAX_CONTENT_LENGTH): must be a whole number")),
     ({"GUNICORN_CMD_ARGS": "--workers"}, "GUNICORN_CMD_ARGS: argument -w/--workers: expected one"),
     ({"GUNICORN_CMD_ARGS": "--no-such-flag"}, "GUNICORN_CMD_ARGS: unrecognized arguments"),
     ({"GUNICORN_CMD_ARGS": "--name 'open"}, "GUNICORN_CMD_ARGS: cannot parse"),

@@ -1,0 +1,102 @@
+"""The request's lifecycle: kiln's one before, after and teardown hook around the user's own."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Response, request
+from flask.views import MethodView
+
+from runtime import lifecycle
+from runtime.app import SYNC_CACHE, KilnFlask
+from runtime.testing import make_app
+from tests.support import SERVICES
+from tests.test_metrics import total
+
+
+class Escaped(BaseException):
+    """An error no handler catches (gunicorn would answer 500)."""
+
+
+def test_user_hooks_see_the_request_id_and_cannot_drop_the_header() -> None:
+    app = make_app(SERVICES / "observed")
+    seen: dict[str, Any] = {}
+
+    @app.before_request
+    def user_before() -> None:
+        seen["before"] = lifecycle.request_id()
+
+    @app.after_request
+    def user_after(response: Response) -> Response:
+        seen["after"] = lifecycle.request_id()
+        response.headers.pop(lifecycle.REQUEST_ID_HEADER, None)
+        return response
+
+    answer = app.test_client().get("/items/3", headers={"X-Request-ID": "given-1"})
+    assert answer.status_code == 200
+    assert seen == {"before": "given-1", "after": "given-1"}
+    assert answer.headers[lifecycle.REQUEST_ID_HEADER] == "given-1"
+    assert lifecycle.current_id() is None  # torn down with the request
+
+
+def test_an_early_answer_from_a_gate_is_logged_counted_and_has_an_id() -> None:
+    app = make_app(SERVICES / "observed")
+    app.config["MAX_CONTENT_LENGTH"] = 100
+    client = app.test_client()
+    before = total(client.get("/metrics").text, "kiln_http_requests_total", status="4xx",
+                   route="/api/v1.0/predict")
+    answer = client.post("/api/v1.0/predict", json={"input": "x" * 200})
+    assert answer.status_code == 413
+    assert answer.json["request_id"] == answer.headers[lifecycle.REQUEST_ID_HEADER]
+    text = client.get("/metrics").text
+    assert total(text, "kiln_http_requests_total", status="4xx",
+                 route="/api/v1.0/predict") == before + 1
+
+
+def test_an_error_no_handler_catches_is_counted_as_500_and_leaves_nothing_in_flight() -> None:
+    app = make_app(SERVICES / "observed")
+
+    def explode() -> Any:
+        raise Escaped
+
+    app.add_url_rule("/explode", "explode", explode)
+    client = app.test_client()
+    before = total(client.get("/metrics").text, "kiln_http_requests_total", route="/explode")
+    with pytest.raises(Escaped):
+        client.get("/explode")
+    text = client.get("/metrics").text
+    assert total(text, "kiln_http_requests_total", route="/explode", status="5xx") == before + 1
+    assert total(text, "kiln_http_requests_in_progress") == 0
+
+
+def test_ensure_sync_remembers_plain_functions_and_still_wraps_coroutines() -> None:
+    app = KilnFlask("kiln_test")
+
+    def plain() -> str:
+        return "ok"
+
+    async def coroutine() -> str:
+        return "ok"
+
+    assert app.ensure_sync(plain) is plain
+    assert app.ensure_sync(plain) is plain
+    try:
+        wrapped = app.ensure_sync(coroutine)
+    except RuntimeError as err:  # Flask without its async extra says so; it is not skipped
+        assert "async" in str(err)
+    else:
+        assert wrapped is not coroutine
+
+
+def test_ensure_sync_keeps_a_bounded_memory_of_views() -> None:
+    app = KilnFlask("kiln_test")
+
+    class Item(MethodView):
+        def get(self) -> str:
+            return request.path
+
+    app.add_url_rule("/item", view_func=Item.as_view("item"))
+    client = app.test_client()
+    for _ in range(SYNC_CACHE + 50):  # every request hands over a new bound method
+        assert client.get("/item").text == "/item"
+    assert len(app._sync) <= SYNC_CACHE
