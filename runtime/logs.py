@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -52,6 +53,7 @@ class RequestIdFilter(logging.Filter):
 _second: tuple[int, str] = (0, "")
 # One encoder for every line: json.dumps with options builds a new one per call.
 _encode = json.JSONEncoder(ensure_ascii=False, default=lambda o: _loggable(o)).encode
+_string = json.encoder.encode_basestring  # a str as JSON, non-ASCII kept (ensure_ascii=False)
 
 
 def _loggable(o: Any) -> Any:
@@ -71,28 +73,47 @@ def _timestamp(created: float) -> str:
     return f"{_second[1]}.{int((created - seconds) * 1000):03d}Z"
 
 
+def _json(value: Any) -> str:
+    """One JSON value: strings, whole numbers, finite floats and None directly, else _encode.
+
+    The encoder's set-up costs more than the value for the short strings of a log line, so
+    each line is joined from its values instead of encoding a dict.
+    """
+    kind = type(value)
+    if kind is str:
+        return _string(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    if value is None:
+        return "null"
+    return _encode(value)
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, pid, request_id, fields."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": _timestamp(record.created),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "pid": record.process,
-            "request_id": getattr(record, "request_id", None) or current_id(),
-        }
+        # Strings (most values) are escaped in place: a call of _json per value costs more.
+        rid = getattr(record, "request_id", None) or current_id()
+        pid = record.process
+        line = (f'{{"time": "{_timestamp(record.created)}", "level": {_string(record.levelname)}, '
+                f'"logger": {_string(record.name)}, "message": {_string(record.getMessage())}, '
+                f'"pid": {pid if type(pid) is int else _json(pid)}, '
+                f'"request_id": {_string(rid) if type(rid) is str else _json(rid)}')
         fields = getattr(record, "kiln", None)
-        if fields:
-            out.update(fields)
+        if fields:  # kiln's own extra fields (the access log's): never one of the keys above
+            line += ", " + ", ".join(
+                f"{_string(str(k))}: {_string(v) if type(v) is str else _json(v)}"
+                for k, v in fields.items())
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            line += f', "exception": {_json(self.formatException(record.exc_info))}'
         elif record.exc_text:
-            out["exception"] = record.exc_text
+            line += f', "exception": {_json(record.exc_text)}'
         if record.stack_info:
-            out["stack"] = self.formatStack(record.stack_info)
-        return _encode(out)
+            line += f', "stack": {_json(self.formatStack(record.stack_info))}'
+        return line + "}"
 
 
 class TextFormatter(logging.Formatter):

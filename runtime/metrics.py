@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +28,27 @@ from flask import Flask, Response, request
 from runtime.errors import KilnError
 from runtime.lifecycle import Current, lifecycle
 from runtime.routes import METRICS as ROUTE
+from runtime.routes import PREDICT
 
 log = logging.getLogger("kiln.metrics")
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 ENDPOINT = "kiln_metrics"
-PREDICT_ENDPOINT = "kiln.predict"
 USER_PREFIX = "kiln_user_"
 MAX_USER_METRICS = 200
 #: Latency buckets (seconds): from a fast in-memory predict to a slow model.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
            float("inf"))
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+LABELS = ("route", "method", "status")
+LATENCY = "kiln_http_request_duration_seconds"
+_STATUS = {n: f"{n}xx" for n in range(1, 6)}
+#: Metrics derived from LATENCY at scrape time: (name, help).
+REQUESTS = ("kiln_http_requests_total",
+            "HTTP requests answered, by route rule, method and status class.")
+PREDICTIONS = ("kiln_predictions_total", "Calls of the predict route, by status class.")
+PREDICT_LATENCY = ("kiln_predict_duration_seconds", "Time to answer the predict route.")
+PREDICT_RULES = frozenset((PREDICT, PREDICT + "/"))
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
@@ -126,21 +135,13 @@ class Metrics:
         from prometheus_client import Counter, Gauge, Histogram, values
 
         self.multiprocess = bool(getattr(values.ValueClass, "_multiprocess", False))
-        labels = ("route", "method", "status")
-        self.requests = Counter("kiln_http_requests_total",
-                                "HTTP requests answered, by route rule, method and status class.",
-                                labels)
-        self.latency = Histogram("kiln_http_request_duration_seconds",
-                                 "Time to answer an HTTP request, by route rule.",
-                                 labels, buckets=BUCKETS)
+        # kiln_http_requests_total and the predict route's metrics are derived from this
+        # histogram at scrape time (_Derived): one observation per request writes 2 values.
+        self.latency = Histogram(LATENCY, "Time to answer an HTTP request, by route rule.",
+                                 LABELS, buckets=BUCKETS)
         self.in_flight = Gauge("kiln_http_requests_in_progress",
                                "HTTP requests being answered now, over all workers.",
                                multiprocess_mode="livesum")
-        self.predictions = Counter("kiln_predictions_total",
-                                   "Calls of the predict route, by status class.", ("status",))
-        self.predict_latency = Histogram("kiln_predict_duration_seconds",
-                                         "Time to answer the predict route.", ("status",),
-                                         buckets=BUCKETS)
         self.load_seconds = Gauge("kiln_model_load_seconds",
                                   "Seconds the service's load() took, the slowest live worker.",
                                   multiprocess_mode="livemax")
@@ -148,28 +149,16 @@ class Metrics:
                                ("result",))
         self.user: dict[str, Any] = {}
         self.lock = threading.Lock()
-        # (route, method, status) -> (counter child, histogram child): skips labels() lookups.
-        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._predict_series: dict[str, tuple[Any, Any]] = {}
+        # (route, method, status) -> histogram child: skips labels() lookups.
+        self._series: dict[tuple[str, str, str], Any] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method if method in METHODS else "other", f"{status // 100}xx")
+        key = (route, method if method in METHODS else "other", _STATUS.get(status // 100)
+               or f"{status // 100}xx")
         series = self._series.get(key)
         if series is None:
-            series = (self.requests.labels(*key), self.latency.labels(*key))
-            self._series[key] = series
-        series[0].inc()
-        series[1].observe(seconds)
-
-    def observe_predict(self, status: int, seconds: float) -> None:
-        """Count and time one answer of the predict route (children cached, as in observe)."""
-        key = f"{status // 100}xx"
-        series = self._predict_series.get(key)
-        if series is None:
-            series = (self.predictions.labels(key), self.predict_latency.labels(key))
-            self._predict_series[key] = series
-        series[0].inc()
-        series[1].observe(seconds)
+            series = self._series[key] = self.latency.labels(*key)
+        series.observe(seconds)
 
 
 _metrics: Metrics | None = None
@@ -241,18 +230,67 @@ def _user_gauge(full: str, names: tuple[str, ...]) -> Any:
 
 # -- The Flask side --------------------------------------------------------------------------
 
+class _Derived:
+    """A collector: SOURCE's metrics, and those the request latency histogram implies.
+
+    `kiln_http_requests_total` is the histogram's count by the same labels;
+    `kiln_predictions_total` and `kiln_predict_duration_seconds` are its series for POST on
+    the predict rules, by status class. Counted apart, they cost a request six more
+    writes to the metrics files; derived here, the same figures cost nothing until a scrape.
+    """
+
+    def __init__(self, source: Any):
+        self.source = source
+
+    def collect(self) -> Iterator[Any]:
+        for family in self.source.collect():
+            yield family
+            if family.name == LATENCY:
+                yield from derived(family.samples)
+
+
+def derived(samples: Iterable[Any]) -> list[Any]:
+    """The request counter and the predict route's counter and histogram, from LATENCY's samples."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+    requests = CounterMetricFamily(*REQUESTS, labels=LABELS)
+    buckets: dict[str, dict[str, float]] = {}
+    sums: dict[str, float] = {}
+    for sample in samples:
+        labels = sample.labels
+        kind = sample.name[len(LATENCY):]
+        if kind == "_count":
+            requests.add_metric([labels[k] for k in LABELS], sample.value)
+        if labels.get("method") != "POST" or labels.get("route") not in PREDICT_RULES:
+            continue
+        status = labels["status"]
+        if kind == "_bucket":
+            by_bound = buckets.setdefault(status, {})
+            by_bound[labels["le"]] = by_bound.get(labels["le"], 0.0) + sample.value
+        elif kind == "_sum":
+            sums[status] = sums.get(status, 0.0) + sample.value
+    predictions = CounterMetricFamily(*PREDICTIONS, labels=("status",))
+    latency = HistogramMetricFamily(*PREDICT_LATENCY, labels=("status",))
+    for status in sorted(buckets):
+        bounds = sorted(buckets[status].items(), key=lambda item: float(item[0]))
+        predictions.add_metric([status], bounds[-1][1])
+        latency.add_metric([status], bounds, sums.get(status, 0.0))
+    return [requests, predictions, latency]
+
+
 def exposition() -> Response:
     """/metrics: everything, from all workers' files (multiprocess) or this process."""
     from prometheus_client import REGISTRY, CollectorRegistry
     from prometheus_client.exposition import choose_encoder
 
-    registry = REGISTRY
+    source: Any = REGISTRY
     if metrics().multiprocess:
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        # A fresh registry: the default one holds this process's metrics, twice-counted.
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        # Not the default registry: it holds this process's metrics, twice-counted.
+        source = MultiProcessCollector(None)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Derived(source))
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return Response(encoder(registry), headers={"Content-Type": content_type})
 
@@ -273,8 +311,6 @@ def _observe(current: Current, status: int) -> None:
     m = _metrics_now()
     m.in_flight.dec()
     m.observe(current.route, current.method, status, seconds)
-    if current.endpoint == PREDICT_ENDPOINT:
-        m.observe_predict(status, seconds)
 
 
 def _finished(current: Current, response: Response) -> None:

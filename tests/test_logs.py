@@ -45,6 +45,36 @@ def test_json_formatter_writes_one_object_with_the_request_id() -> None:
     assert out["time"].endswith("Z") and len(out["time"]) == len("2026-01-01T00:00:00.000Z")
 
 
+class _Array:
+    """Anything with tolist(), as numpy arrays have."""
+
+    def tolist(self) -> list[int]:
+        return [1, 2]
+
+
+@pytest.mark.parametrize(("message", "attrs"), [
+    ('quote " backslash \\ new\nline tab\t', {}),
+    ("unicode é ✓ and a \u2028 separator", {"request_id": "rid-ü"}),
+    ("plain", {"request_id": None, "process": None}),
+    ("fields", {"kiln": {"method": "POST", "route": '/a/"<int:x>"', "status": 200,
+                         "duration_ms": 1.5, "client": None, "rows": [1, 2.5, None],
+                         "nested": {"k": True}, "array": _Array(), "huge": float("inf")}}),
+    ("odd ids", {"request_id": 42, "levelname": "LEVEL ✓"}),
+])
+def test_json_formatter_writes_what_json_dumps_would(message: str, attrs: dict[str, object]) -> None:
+    record = _record(message, (), **attrs)
+    expected = {"time": None, "level": record.levelname, "logger": "user.module",
+                "message": message, "pid": record.process,
+                "request_id": attrs.get("request_id"), **dict(attrs.get("kiln") or {})}
+    if "array" in expected:
+        expected["array"] = [1, 2]
+    line = logs.JSONFormatter().format(record)
+    assert "\n" not in line
+    out = json.loads(line)
+    out["time"] = None
+    assert json.dumps(out, sort_keys=True) == json.dumps(expected, sort_keys=True)
+
+
 def test_json_formatter_keeps_a_traceback_inside_the_line() -> None:
     try:
         raise ValueError("broken")

@@ -68,6 +68,34 @@ def test_predict_is_counted_and_timed() -> None:
     assert total(text, "kiln_http_requests_in_progress") == 0
 
 
+def test_request_and_predict_metrics_are_exactly_the_latency_histograms_series() -> None:
+    app = client(SERVICES / "observed")
+    for body in ({"input": 2}, {"input": "boom"}, {"nope": 1}):
+        app.post("/api/v1.0/predict", json=body)
+    app.post("/api/v1.0/predict/", json={"input": 3})
+    app.get("/items/7")
+    text = app.get("/metrics").text
+    counts = samples(text, "kiln_http_request_duration_seconds_count")
+    assert counts
+    for labels, value in counts:
+        assert total(text, "kiln_http_requests_total", **labels) == value
+    assert {tuple(sorted(lb.items())) for lb, _ in samples(text, "kiln_http_requests_total")} \
+        == {tuple(sorted(lb.items())) for lb, _ in counts}
+    for status in ("2xx", "4xx", "5xx"):
+        predict = sum(v for lb, v in counts if lb["method"] == "POST" and lb["status"] == status
+                      and lb["route"] in ("/api/v1.0/predict", "/api/v1.0/predict/"))
+        assert predict >= 1
+        assert total(text, "kiln_predictions_total", status=status) == predict
+        assert total(text, "kiln_predict_duration_seconds_count", status=status) == predict
+        buckets = [v for lb, v in samples(text, "kiln_predict_duration_seconds_bucket",
+                                          status=status)]
+        assert buckets == sorted(buckets) and buckets[-1] == predict
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    assert families["kiln_http_requests"] == "counter"
+    assert families["kiln_predictions"] == "counter"
+    assert families["kiln_predict_duration_seconds"] == "histogram"
+
+
 def test_record_reload_counts_reloads() -> None:
     app = client(SERVICES / "observed")
     before = total(app.get("/metrics").text, "kiln_reloads_total", result="failed")
