@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -163,6 +164,48 @@ def gunicorn_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {"logconfig_dict": logconfig(log_format(env)), "logger_class": GunicornLogger}
 
 
+#: The attributes every access record shares, taken from one real LogRecord per process.
+_template: dict[str, Any] | None = None
+
+
+def _forget_template() -> None:
+    global _template
+    _template = None
+
+
+os.register_at_fork(after_in_child=_forget_template)  # its pid and process name are the parent's
+
+
+def access_record(message: str, fields: dict[str, Any]) -> logging.LogRecord:
+    """A kiln.access record, as `access_log.makeRecord` would make it, at a third of the cost.
+
+    LogRecord.__init__ works out the same file, module, process and thread names for every
+    request; here they come from a template made once per process, and only the time, the
+    thread and the message are new. A record factory set by someone else (OpenTelemetry's
+    logging instrumentation, say) is honoured: its records are made the usual way.
+    """
+    global _template
+    if logging.getLogRecordFactory() is not logging.LogRecord:
+        return access_log.makeRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, message, (), None,
+                                     extra={"kiln": fields})
+    if _template is None:
+        _template = vars(logging.LogRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, "", (),
+                                           None)).copy()
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    attrs = vars(record)
+    attrs.update(_template)
+    now = time.time()
+    attrs["msg"] = message
+    attrs["kiln"] = fields
+    attrs["created"] = now
+    attrs["msecs"] = (now - int(now)) * 1000 // 1
+    attrs["relativeCreated"] = _template["relativeCreated"] + (now - _template["created"]) * 1000
+    if logging.logThreads:
+        attrs["thread"] = threading.get_ident()
+        attrs["threadName"] = threading.current_thread().name
+    return record
+
+
 def _finished(current: Current, response: Response) -> None:
     if access_log.isEnabledFor(logging.INFO):
         duration = current.seconds() * 1000
@@ -170,11 +213,8 @@ def _finished(current: Current, response: Response) -> None:
         fields = {"method": current.method, "route": current.route, "status": status,
                   "duration_ms": round(duration, 3), "client": current.request.remote_addr}
         # handle() a ready record: info() would also walk the stack to find the caller.
-        record = access_log.makeRecord(
-            ACCESS_LOGGER, logging.INFO, __file__, 0,
-            f"{current.method} {current.route} {status} {duration:.1f}ms", (), None,
-            extra={"kiln": fields})
-        access_log.handle(record)
+        access_log.handle(access_record(
+            f"{current.method} {current.route} {status} {duration:.1f}ms", fields))
 
 
 def init_app(app: Flask, service: Any = None) -> None:

@@ -75,6 +75,33 @@ def test_json_formatter_writes_what_json_dumps_would(message: str, attrs: dict[s
     assert json.dumps(out, sort_keys=True) == json.dumps(expected, sort_keys=True)
 
 
+def test_access_records_are_what_make_record_would_make() -> None:
+    fields = {"method": "GET", "route": "/r", "status": 200, "duration_ms": 1.0, "client": None}
+    made = logs.access_log.makeRecord(logs.ACCESS_LOGGER, logging.INFO, logs.__file__, 0, "m",
+                                      (), None, extra={"kiln": fields})
+    fast = logs.access_record("m", fields)
+    assert vars(fast).keys() == vars(made).keys()
+    for name in ("name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module",
+                 "process", "processName", "thread", "threadName", "kiln", "exc_info"):
+        assert getattr(fast, name) == getattr(made, name), name
+    assert abs(fast.created - made.created) < 5
+    assert abs(fast.relativeCreated - made.relativeCreated) < 5000
+    assert fast.msecs == int((fast.created - int(fast.created)) * 1000)
+    assert fast.getMessage() == "m"
+
+
+def test_access_records_come_from_a_record_factory_someone_set() -> None:
+    class Traced(logging.LogRecord):
+        trace_id = "t-1"
+
+    logging.setLogRecordFactory(Traced)
+    try:
+        record = logs.access_record("m", {"status": 200})
+    finally:
+        logging.setLogRecordFactory(logging.LogRecord)
+    assert isinstance(record, Traced) and record.kiln == {"status": 200}
+
+
 def test_json_formatter_keeps_a_traceback_inside_the_line() -> None:
     try:
         raise ValueError("broken")
