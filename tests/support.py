@@ -90,7 +90,10 @@ class Server:
 
     def wait_ready(self, timeout: float = 60.0) -> Server:
         self.wait_live(timeout)
-        if not wait_for(lambda: self.get("/api/v1.0/health/status").status_code == 200, timeout):
+        # Every worker loads on its own: ten 200s in a row (each on a new connection, so on
+        # any worker) say that all of them are ready, not just the first.
+        if not wait_for(lambda: all(self.get("/api/v1.0/health/status").status_code == 200
+                                    for _ in range(10)), timeout):
             pytest.fail(f"kiln server never became ready:\n{self.output()}")
         return self
 
