@@ -83,6 +83,16 @@ def summarise(rounds: list[dict[str, dict[str, Any]]], baseline: str = "a") -> d
     return out
 
 
+def versus(rounds: list[dict[str, dict[str, Any]]], key: str, other: str,
+           field: str = "rps") -> str:
+    """`0.93, 1.02, ... (median 1.01)`: KEY's FIELD over OTHER's, round by round."""
+    ratios = [r[key][field] / r[other][field] for r in rounds
+              if key in r and other in r and r[other][field]]
+    if not ratios:
+        return "n/a"
+    return f"{', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})"
+
+
 def table(names: dict[str, str], summary: dict[str, Any], title: str) -> str:
     """A markdown table: req/s, p50, p99 and the ratios to (a)."""
     lines = [f"### {title}", "",

@@ -1,7 +1,7 @@
 """Who may call a service: the `auth.mode` check that runs before every request.
 
-`init_app` adds a gate to the request's lifecycle (runtime/lifecycle.py) after the size limit,
-so a 401 carries a request id and is logged and counted. Health routes are always open; /docs follows
+`init_app` adds a gate to the request's lifecycle (runtime/lifecycle.py), so a 401 carries a
+request id and is logged and counted. Health routes are always open; /docs follows
 `auth.docs_public` and /metrics follows `metrics.public`. Every other route, unknown ones
 included, answers 401 with one reason that does not say which part of the credentials failed;
 the precise reason goes to the server's log, never a secret.

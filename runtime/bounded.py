@@ -5,7 +5,7 @@ py-spy on kiln's workers under load put that hand-off at about a tenth of the wo
 more than the model's own predict (bench/README.md, "Predict-path profile"). Now:
 
 - In the main thread (gunicorn's sync worker, the test client) the call runs in place and a
-  SIGALRM interval timer bounds it: two system calls. The timer raises `Timeout` inside the
+  SIGALRM interval timer bounds it: two system calls (setitimer, on and off). The timer raises `Timeout` inside the
   call, which stops it; a C call that never returns to Python is left to gunicorn's timeout.
 - In other threads (gthread workers) the call goes to a small pool of daemon threads through
   a SimpleQueue, and the caller waits on a plain lock with a timeout: no Future, Condition
@@ -45,19 +45,26 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise Timeout
 
 
+_armed = False  # whether our timer runs now (a bounded call inside a bounded call)
+
+
 def _can_use_alarm() -> bool:
     """True in the main thread when SIGALRM and the real interval timer are ours to use."""
-    if threading.current_thread() is not threading.main_thread():
+    if _armed or threading.current_thread() is not threading.main_thread():
         return False
     handler = _handler_of(signal.SIGALRM)
     if handler is not _on_alarm:
         if handler not in (signal.SIG_DFL, None):
             return False  # someone else's SIGALRM (the user's code, a library): leave it alone
+        if signal.getitimer(signal.ITIMER_REAL) != (0.0, 0.0):
+            return False  # a timer someone set with the default action: not ours to replace
         signal.signal(signal.SIGALRM, _on_alarm)
-    return signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    return True
 
 
 def _with_alarm(func: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> Any:
+    global _armed
+    _armed = True
     try:
         try:
             signal.setitimer(signal.ITIMER_REAL, timeout)
@@ -67,6 +74,8 @@ def _with_alarm(func: Callable[..., Any], args: tuple[Any, ...], timeout: float)
     except Timeout:
         # Also when the timer fired just as the call returned: it took the whole timeout.
         raise FutureTimeout from None
+    finally:
+        _armed = False  # a one-shot timer that fired is spent: nothing is left armed
 
 
 class _Call:

@@ -1,6 +1,7 @@
-"""JSON errors, the size limit and the JSON encoding every kiln response shares."""
+"""JSON errors (413 for a body over the limit among them) and the JSON encoding kiln shares."""
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, cast
 
@@ -8,7 +9,7 @@ from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
-from runtime.lifecycle import Current, lifecycle, request_id
+from runtime.lifecycle import request_id
 
 log = logging.getLogger("kiln.app")
 
@@ -19,6 +20,16 @@ class JSONProvider(DefaultJSONProvider):
     sort_keys = False
     ensure_ascii = False
 
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        # json.dumps with options builds a new encoder on every call, and every response is
+        # one: kiln's own options (response() asks for compact separators) use ready ones.
+        if not self.sort_keys and not self.ensure_ascii:
+            if not kwargs:
+                return _encode(obj)
+            if kwargs == _COMPACT:
+                return _encode_compact(obj)
+        return super().dumps(obj, **kwargs)
+
     @staticmethod
     def default(o: Any) -> Any:
         tolist = getattr(o, "tolist", None)
@@ -27,6 +38,12 @@ class JSONProvider(DefaultJSONProvider):
         if isinstance(o, (set, frozenset)):
             return list(o)
         return DefaultJSONProvider.default(o)
+
+
+_COMPACT = {"separators": (",", ":")}
+_encode = json.JSONEncoder(default=JSONProvider.default, ensure_ascii=False).encode
+_encode_compact = json.JSONEncoder(default=JSONProvider.default, ensure_ascii=False,
+                                   **_COMPACT).encode  # type: ignore[arg-type]
 
 
 class JSONRequest(Request):
@@ -48,19 +65,15 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> R
     return response
 
 
-def _size_limit(current: Current) -> Response | None:
-    limit = current_app.config.get("MAX_CONTENT_LENGTH")
-    length = current.request.content_length
-    if limit is not None and length is not None and length > limit:
-        # Answer from the header alone, before anything reads the body.
-        return error(413, f"request body of {length} bytes is larger than the limit of "
-                          f"{limit} bytes (flask MAX_CONTENT_LENGTH)")
-    return None
-
-
 def _http_error(err: HTTPException) -> Response:
     if isinstance(err, RequestEntityTooLarge):
-        return error(413, "request body is larger than the limit (flask MAX_CONTENT_LENGTH)")
+        # werkzeug raises it from the Content-Length header alone, before reading the body,
+        # as soon as anything (auth, validation, the view) asks for the body.
+        length, limit = request.content_length, request.max_content_length
+        size = f"of {length} bytes " if length is not None else ""
+        return error(413, f"request body {size}is larger than the limit"
+                          + (f" of {limit} bytes" if limit is not None else "")
+                          + " (flask MAX_CONTENT_LENGTH)")
     headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
     return error(err.code or 500, err.description or err.name, headers)
 
@@ -73,10 +86,9 @@ def _unhandled(err: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Give every error a JSON body with the request id, and refuse bodies over the limit."""
+    """Give every error a JSON body with the request id."""
     app.json_provider_class = JSONProvider
     app.request_class = JSONRequest
     app.json = JSONProvider(app)
-    lifecycle(app).gates.append(_size_limit)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unhandled)
