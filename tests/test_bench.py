@@ -47,3 +47,21 @@ def test_contestant_apps_predict(model: Path, module: str) -> None:
                                 json={"input": [[5.1, 3.5, 1.4, 0.2]]})
     assert response.status_code == 200
     assert response.get_json() == {"prediction": [0]}
+
+
+def test_versus_gives_round_by_round_ratios_and_their_median(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    import report
+
+    rounds = [{"b": {"rps": 90.0}, "c": {"rps": 100.0}}, {"b": {"rps": 120.0}, "c": {"rps": 100.0}},
+              {"b": {"rps": 100.0}, "c": {"rps": 100.0}}, {"b": {"rps": 5.0}}]
+    assert report.versus(rounds, "b", "c") == "0.90, 1.20, 1.00 (median 1.00)"
+    assert report.versus(rounds, "b", "x") == "n/a"
+
+
+def test_instructions_part_explains_itself() -> None:
+    done = subprocess.run([sys.executable, str(BENCH / "instructions.py"), "--help"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "valgrind" in done.stdout and "--calls" in done.stdout
