@@ -39,7 +39,7 @@ def test_user_hooks_see_the_request_id_and_cannot_drop_the_header() -> None:
     assert lifecycle.current_id() is None  # torn down with the request
 
 
-def test_an_early_answer_from_a_gate_is_logged_counted_and_has_an_id() -> None:
+def test_a_body_over_the_limit_is_refused_counted_and_has_an_id() -> None:
     app = make_app(SERVICES / "observed")
     app.config["MAX_CONTENT_LENGTH"] = 100
     client = app.test_client()
@@ -47,6 +47,7 @@ def test_an_early_answer_from_a_gate_is_logged_counted_and_has_an_id() -> None:
                    route="/api/v1.0/predict")
     answer = client.post("/api/v1.0/predict", json={"input": "x" * 200})
     assert answer.status_code == 413
+    assert "bytes is larger than the limit of 100 bytes" in answer.json["error"]
     assert answer.json["request_id"] == answer.headers[lifecycle.REQUEST_ID_HEADER]
     text = client.get("/metrics").text
     assert total(text, "kiln_http_requests_total", status="4xx",
