@@ -1,7 +1,8 @@
 """Instructions per predict, counted by valgrind: a figure this shared machine cannot blur.
 
 wrk's requests per second move by 2x between rounds when other work shares the CPUs; the
-number of instructions one predict executes does not. Each variant runs in its own Python
+number of instructions one predict executes moves by about 1% (random request ids, the
+time in log lines, an occasional collection). Each variant runs in its own Python
 under `valgrind --tool=callgrind --instr-atstart=no`: the apps are built and warmed with
 counting off, `callgrind_control -i on` counts exactly N calls of the WSGI app (no server,
 no sockets: the framework, kiln's features and the model), then counting goes off before
@@ -195,7 +196,7 @@ def run(logs: Path, data: dict[str, Any], calls: int = 300,
         "## Instructions per predict (callgrind, in process)", "",
         (f"{calls} calls of each app's WSGI callable with the bench request, counted by "
          "`valgrind --tool=callgrind`; no server or sockets, so the framework, kiln's features "
-         "and the model only. Exact from run to run, unlike wall time on a shared machine."), "",
+         "and the model only. Within about 1% from run to run, unlike wall time on a shared machine."), "",
         "| variant | instructions per predict | vs (a) |", "| --- | ---: | ---: |", *rows, "",
         ("What each of kiln's features costs (kiln minus kiln without it), and its share of "
          "kiln's cost over bare Flask:"), "",
