@@ -100,12 +100,40 @@ def _remove_orphans(base: Path) -> None:
             continue
 
 
+_pid = os.getpid()
+
+
+def _own_pid() -> int:
+    """This process's pid, as an at-fork hook last saw it (prometheus_client's process id)."""
+    return _pid
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def on_starting(server: Any) -> None:
-    """gunicorn hook, in the master before any worker forks: a fresh metrics folder."""
+    """gunicorn hook, in the master before any worker forks: a fresh metrics folder.
+
+    prometheus_client asks for the process id on every write of a value, to notice a fork,
+    and os.getpid() is a system call each time: four per request. Here, before any metric
+    exists in any process, its value class is made with a pid kept by an at-fork hook
+    instead; every worker, and the user's own metrics in it, use that one class.
+    """
     if "prometheus_client.values" in sys.modules:
         log.warning("prometheus_client was imported before %s was set: metrics of the "
                     "master process stay in memory", ENV)
+        prepare_multiprocess_dir()
+        return
     prepare_multiprocess_dir()
+    from prometheus_client import values
+
+    if getattr(values.ValueClass, "_multiprocess", False):
+        values.ValueClass = values.MultiProcessValue(process_identifier=_own_pid)
 
 
 def child_exit(server: Any, worker: Any) -> None:
