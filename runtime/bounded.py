@@ -5,8 +5,9 @@ py-spy on kiln's workers under load put that hand-off at about a tenth of the wo
 more than the model's own predict (bench/README.md, "Predict-path profile"). Now:
 
 - In the main thread (gunicorn's sync worker, the test client) the call runs in place and a
-  SIGALRM interval timer bounds it: two system calls (setitimer, on and off). The timer raises `Timeout` inside the
-  call, which stops it; a C call that never returns to Python is left to gunicorn's timeout.
+  SIGALRM interval timer bounds it: two system calls (setitimer, on and off). The timer
+  raises `Timeout` inside the call, which stops it; a C call that never returns to Python is
+  left to gunicorn's timeout.
 - In other threads (gthread workers) the call goes to a small pool of daemon threads through
   a SimpleQueue, and the caller waits on a plain lock with a timeout: no Future, Condition
   or work item per call. A call that overruns keeps its thread and the caller answers on time.

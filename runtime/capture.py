@@ -27,7 +27,7 @@ from flask import Flask, Response, current_app, request
 
 from runtime.config import ServiceConfig
 from runtime.errors import ConfigError
-from runtime.lifecycle import Current, lifecycle
+from runtime.lifecycle import UNMATCHED, Current, lifecycle
 from runtime.loader import BLUEPRINT
 from runtime.responses import JSONProvider, error
 from runtime.routes import FEEDBACK
@@ -199,7 +199,7 @@ class Capture:
             "time": now().isoformat(timespec="milliseconds"),
             "service": self.service, "version": self.version,
             "method": current.method,
-            "route": current.route if request.url_rule is not None else None,
+            "route": current.route if current.route != UNMATCHED else None,
             "path": request.path, "status": response.status_code,
             "duration_ms": round(current.seconds() * 1000, 3), "client": request.remote_addr,
         }

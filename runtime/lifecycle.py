@@ -1,13 +1,13 @@
 """A request's life in kiln: one before, one after and one teardown hook run all of kiln's work.
 
-Request ids, timing, auth, body validation, the access log, metrics and capture each need a
-word at the start or the end of every request. Registered as separate Flask hooks they cost
+Request ids, timing, the size limit, auth, body validation, the access log, metrics and
+capture each need a word at the start or the end of every request. Registered as separate Flask hooks they cost
 more than the work itself: Flask checks each hook for a coroutine on every call, and each
 `request.x` or `g.x` goes through a context-local proxy. So the app has one `Lifecycle`, and
 the modules hand it plain functions of the request's `Current`:
 
 - `started(current)`: observers (metrics' in-flight gauge); all run, before any gate;
-- `gates(current)`: checks that may answer early (401, 400, 415), in order; the first
+- `gates(current)`: checks that may answer early (413, 401, 400, 415), in order; the first
   response stops the rest and the view;
 - `finished(current, response)`: observers of the answer (access log, metrics, capture);
 - `aborted(current)`: an error escaped every handler and no response went through Flask
@@ -23,6 +23,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Request, Response, request
 
@@ -36,7 +37,7 @@ _GOOD_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 class Current:
     """The request being answered, as kiln's hooks see it: taken once, read by all."""
 
-    __slots__ = ("answered", "endpoint", "id", "method", "request", "route", "start")
+    __slots__ = ("answered", "endpoint", "id", "length", "method", "request", "route", "start")
 
     def __init__(self, req: Request):
         self.request = req
@@ -48,11 +49,24 @@ class Current:
         self.route: str = rule.rule if rule is not None else UNMATCHED
         self.endpoint: str | None = req.endpoint
         self.method: str = req.method
+        self.length = declared_length(req.environ)
         self.answered = False
 
     def seconds(self) -> float:
         """Seconds since the request started."""
         return time.perf_counter() - self.start
+
+
+def declared_length(environ: dict[str, Any]) -> int | None:
+    """The body's Content-Length, None when absent or malformed.
+
+    Read from the environ: werkzeug's content_length and headers.get raise and catch a
+    KeyError for each header that is absent, on every request.
+    """
+    try:
+        return max(0, int(environ["CONTENT_LENGTH"]))
+    except (KeyError, ValueError):
+        return None
 
 
 _current: contextvars.ContextVar[Current | None] = contextvars.ContextVar("kiln_request",

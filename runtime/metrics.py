@@ -42,7 +42,6 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 LABELS = ("route", "method", "status")
 LATENCY = "kiln_http_request_duration_seconds"
-_STATUS = {n: f"{n}xx" for n in range(1, 6)}
 #: Metrics derived from LATENCY at scrape time: (name, help).
 REQUESTS = ("kiln_http_requests_total",
             "HTTP requests answered, by route rule, method and status class.")
@@ -124,15 +123,14 @@ def on_starting(server: Any) -> None:
     exists in any process, its value class is made with a pid kept by an at-fork hook
     instead; every worker, and the user's own metrics in it, use that one class.
     """
-    if "prometheus_client.values" in sys.modules:
+    imported = "prometheus_client.values" in sys.modules
+    if imported:
         log.warning("prometheus_client was imported before %s was set: metrics of the "
                     "master process stay in memory", ENV)
-        prepare_multiprocess_dir()
-        return
     prepare_multiprocess_dir()
-    from prometheus_client import values
+    if not imported:  # else metrics may exist already, on the class made at that import
+        from prometheus_client import values
 
-    if getattr(values.ValueClass, "_multiprocess", False):
         values.ValueClass = values.MultiProcessValue(process_identifier=_own_pid)
 
 
@@ -181,8 +179,7 @@ class Metrics:
         self._series: dict[tuple[str, str, str], Any] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method if method in METHODS else "other", _STATUS.get(status // 100)
-               or f"{status // 100}xx")
+        key = (route, method if method in METHODS else "other", f"{status // 100}xx")
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = self.latency.labels(*key)
@@ -263,7 +260,7 @@ class _Derived:
 
     `kiln_http_requests_total` is the histogram's count by the same labels;
     `kiln_predictions_total` and `kiln_predict_duration_seconds` are its series for POST on
-    the predict rules, by status class. Counted apart, they cost a request six more
+    the predict rules, by status class. Counted apart, they cost a request four more
     writes to the metrics files; derived here, the same figures cost nothing until a scrape.
     """
 

@@ -1,15 +1,17 @@
-"""JSON errors (413 for a body over the limit among them) and the JSON encoding kiln shares."""
+"""JSON errors, the size limit and the JSON encoding every kiln response shares."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any, cast
 
 from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
-from runtime.lifecycle import request_id
+from runtime.lifecycle import Current, lifecycle, request_id
 
 log = logging.getLogger("kiln.app")
 
@@ -65,15 +67,19 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> R
     return response
 
 
+def _size_limit(config: Mapping[str, Any], current: Current) -> Response | None:
+    limit = config.get("MAX_CONTENT_LENGTH")
+    length = current.length
+    if limit is not None and length is not None and length > limit:
+        # Answer from the header alone, before anything reads the body.
+        return error(413, f"request body of {length} bytes is larger than the limit of "
+                          f"{limit} bytes (flask MAX_CONTENT_LENGTH)")
+    return None
+
+
 def _http_error(err: HTTPException) -> Response:
-    if isinstance(err, RequestEntityTooLarge):
-        # werkzeug raises it from the Content-Length header alone, before reading the body,
-        # as soon as anything (auth, validation, the view) asks for the body.
-        length, limit = request.content_length, request.max_content_length
-        size = f"of {length} bytes " if length is not None else ""
-        return error(413, f"request body {size}is larger than the limit"
-                          + (f" of {limit} bytes" if limit is not None else "")
-                          + " (flask MAX_CONTENT_LENGTH)")
+    if isinstance(err, RequestEntityTooLarge):  # a chunked body read past the limit
+        return error(413, "request body is larger than the limit (flask MAX_CONTENT_LENGTH)")
     headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
     return error(err.code or 500, err.description or err.name, headers)
 
@@ -86,9 +92,10 @@ def _unhandled(err: Exception) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Give every error a JSON body with the request id."""
+    """Give every error a JSON body with the request id, and refuse bodies over the limit."""
     app.json_provider_class = JSONProvider
     app.request_class = JSONRequest
     app.json = JSONProvider(app)
+    lifecycle(app).gates.append(functools.partial(_size_limit, app.config))
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unhandled)

@@ -211,20 +211,6 @@ class _Lazy:
         return checks
 
 
-def _no_body(environ: dict[str, Any]) -> bool:
-    """Whether the request has no body: no Content-Length above 0, and not chunked.
-
-    Read from the environ: werkzeug's headers.get and content_length raise and catch a
-    KeyError for each header that is absent.
-    """
-    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return False
-    try:
-        return int(environ.get("CONTENT_LENGTH") or 0) <= 0
-    except ValueError:
-        return True
-
-
 def _validate(lazy: _Lazy, current: Current) -> Response | None:
     if current.route == UNMATCHED:
         return None
@@ -232,7 +218,8 @@ def _validate(lazy: _Lazy, current: Current) -> Response | None:
     if check is None:
         return None
     request = current.request
-    empty = _no_body(request.environ)
+    empty = not current.length and "chunked" not in request.environ.get(
+        "HTTP_TRANSFER_ENCODING", "").lower()
     if not request.is_json:
         if check.json_only and (check.required or not empty):
             return error(415, f"{current.method} {request.path} expects a JSON body "
