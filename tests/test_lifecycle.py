@@ -101,3 +101,56 @@ def test_ensure_sync_keeps_a_bounded_memory_of_views() -> None:
     for _ in range(SYNC_CACHE + 50):  # every request hands over a new bound method
         assert client.get("/item").text == "/item"
     assert len(app._sync) <= SYNC_CACHE
+
+
+ENVIRONS = [
+    {},
+    {"HTTP_HOST": "Example.COM:8080"},
+    {"HTTP_HOST": "example.com:80"},
+    {"HTTP_HOST": "bücher.example"},  # IDNA
+    {"HTTP_HOST": "[::1]:5000", "QUERY_STRING": "a=1&b=%C3%A9"},
+    {"wsgi.url_scheme": "https", "HTTP_HOST": "secure.example:443"},
+    {"SCRIPT_NAME": "/prefix", "PATH_INFO": "/items/3"},
+    {"SCRIPT_NAME": "", "PATH_INFO": ""},
+    {"PATH_INFO": "/caf\xc3\xa9"},  # UTF-8 bytes as WSGI's latin-1 string
+    {"HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade"},
+    {"REQUEST_METHOD": "POST", "HTTP_HOST": "EXAMPLE.com"},
+]
+
+
+@pytest.mark.parametrize("extra", ENVIRONS, ids=lambda e: ",".join(e) or "default")
+@pytest.mark.parametrize("config", [{}, {"SERVER_NAME": "example.com:8080"},
+                                    {"TRUSTED_HOSTS": ["example.com"]}],
+                         ids=["default", "server-name", "trusted-hosts"])
+def test_url_adapter_is_the_one_flask_makes(extra: dict[str, str], config: dict[str, Any]) -> None:
+    from flask import Flask
+    from werkzeug.test import EnvironBuilder
+
+    app = KilnFlask("kiln_test")
+    app.config.update(config)
+    app.add_url_rule("/items/<int:n>", "item", lambda n: str(n))
+    for _ in range(2):  # the first request fills the host cache, the second reads it
+        environ = {**EnvironBuilder(path="/items/3").get_environ(), **extra}
+        ours, theirs = app.request_class(environ), app.request_class(dict(environ))
+        try:
+            expected = Flask.create_url_adapter(app, theirs)
+        except Exception as err:  # noqa: BLE001 - a host Flask refuses is refused alike
+            with pytest.raises(type(err)):
+                app.create_url_adapter(ours)
+            continue
+        adapter = app.create_url_adapter(ours)
+        assert adapter is not None and expected is not None
+        assert vars(adapter) == vars(expected)
+        assert ours.host == theirs.host
+
+
+def test_url_adapter_remembers_a_bounded_number_of_hosts() -> None:
+    from runtime.app import HOST_CACHE
+
+    app = KilnFlask("kiln_test")
+    app.add_url_rule("/", "root", lambda: request.host)
+    client = app.test_client()
+    for n in range(HOST_CACHE + 10):  # Host headers come from clients
+        assert client.get("/", headers={"Host": f"host-{n}.example"}).text == f"host-{n}.example"
+    assert len(app._hosts) <= HOST_CACHE
+
