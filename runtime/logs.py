@@ -92,6 +92,35 @@ def _json(value: Any) -> str:
     return _encode(value)
 
 
+def _dropping_json(method: Any) -> Any:
+    """dict's `method`, which also drops AccessFields' written JSON (the fields change)."""
+    def changed(self: AccessFields, *args: Any, **kwargs: Any) -> Any:
+        self.json = None
+        return method(self, *args, **kwargs)
+
+    return changed
+
+
+class AccessFields(dict):  # type: ignore[type-arg]
+    """An access record's fields, with their JSON written once by the code that knows them.
+
+    JSONFormatter uses `json` as it stands; any change to the fields (a user's filter, say)
+    drops it, and the fields are then written one by one like any others.
+    """
+
+    __slots__ = ("json",)
+    json: str | None
+
+    __setitem__ = _dropping_json(dict.__setitem__)
+    __delitem__ = _dropping_json(dict.__delitem__)
+    __ior__ = _dropping_json(dict.__ior__)
+    update = _dropping_json(dict.update)
+    pop = _dropping_json(dict.pop)
+    popitem = _dropping_json(dict.popitem)
+    setdefault = _dropping_json(dict.setdefault)
+    clear = _dropping_json(dict.clear)
+
+
 class JSONFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, pid, request_id, fields."""
 
@@ -105,9 +134,12 @@ class JSONFormatter(logging.Formatter):
                 f'"request_id": {_string(rid) if type(rid) is str else _json(rid)}')
         fields = getattr(record, "kiln", None)
         if fields:  # kiln's own extra fields (the access log's): never one of the keys above
-            line += ", " + ", ".join(
-                f"{_string(str(k))}: {_string(v) if type(v) is str else _json(v)}"
-                for k, v in fields.items())
+            if type(fields) is AccessFields and getattr(fields, "json", None) is not None:
+                line += ", " + fields.json  # type: ignore[operator]
+            else:
+                line += ", " + ", ".join(
+                    f"{_string(str(k))}: {_string(v) if type(v) is str else _json(v)}"
+                    for k, v in fields.items())
         if record.exc_info:
             line += f', "exception": {_json(self.formatException(record.exc_info))}'
         elif record.exc_text:
@@ -206,15 +238,27 @@ def access_record(message: str, fields: dict[str, Any]) -> logging.LogRecord:
     return record
 
 
+def access_fields(method: str, route: str, status: int, duration_ms: float,
+                  client: str | None) -> AccessFields:
+    """The access line's fields, their JSON written here at once (values of known types)."""
+    rounded = round(float(duration_ms), 3)
+    fields = AccessFields(method=method, route=route, status=status, duration_ms=rounded,
+                          client=client)
+    fields.json = (f'"method": {_string(method)}, "route": {_string(route)}, '
+                   f'"status": {int(status):d}, "duration_ms": {float.__repr__(rounded)}, '
+                   f'"client": {"null" if client is None else _string(client)}')
+    return fields
+
+
 def _finished(current: Current, response: Response) -> None:
     if access_log.isEnabledFor(logging.INFO):
         duration = current.seconds() * 1000
         status = response.status_code
-        fields = {"method": current.method, "route": current.route, "status": status,
-                  "duration_ms": round(duration, 3), "client": current.request.remote_addr}
+        method, route = current.method, current.route
+        fields = access_fields(method, route, status, duration, current.request.remote_addr)
         # handle() a ready record: info() would also walk the stack to find the caller.
         access_log.handle(access_record(
-            f"{current.method} {current.route} {status} {duration:.1f}ms", fields))
+            f"{method} {route} {status} {duration:.1f}ms", fields))
 
 
 def init_app(app: Flask, service: Any = None) -> None:

@@ -183,3 +183,26 @@ def test_a_bad_log_format_stops_serve(tmp_path: Path) -> None:
     assert server.proc.wait(30) == 1
     server.stop()
     assert "Error: KILN_LOG_FORMAT: 'xml' is not allowed; allowed: json, text" in server.output()
+
+
+@pytest.mark.parametrize(("method", "route", "status", "duration", "client"), [
+    ("POST", "/api/v1.0/predict", 200, 1.23456, "127.0.0.1"),
+    ("GET", "/items/<int:n>", 404, 0.0, None),
+    ("PATCH", '/odd "route" \\ ✓', 500, 12345.6789, "::1"),
+])
+def test_access_fields_write_what_the_formatter_would(method: str, route: str, status: int,
+                                                     duration: float, client: str | None) -> None:
+    fields = logs.access_fields(method, route, status, duration, client)
+    assert fields == {"method": method, "route": route, "status": status,
+                      "duration_ms": round(duration, 3), "client": client}
+    fast = logs.JSONFormatter().format(logs.access_record("m", fields))
+    slow = logs.JSONFormatter().format(logs.access_record("m", dict(fields)))
+    assert fields.json is not None and fast.split('"pid"')[1] == slow.split('"pid"')[1]
+
+
+def test_access_fields_changed_by_a_filter_are_written_as_they_are_now() -> None:
+    fields = logs.access_fields("GET", "/r", 200, 1.0, None)
+    fields["status"] = 201
+    fields.update(extra="x")
+    out = json.loads(logs.JSONFormatter().format(logs.access_record("m", fields)))
+    assert fields.json is None and out["status"] == 201 and out["extra"] == "x"
