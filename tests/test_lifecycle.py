@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from flask import Response, request
 from flask.views import MethodView
+from werkzeug.test import EnvironBuilder
 
 from runtime import lifecycle
 from runtime.app import SYNC_CACHE, KilnFlask
@@ -124,7 +125,6 @@ ENVIRONS = [
                          ids=["default", "server-name", "trusted-hosts"])
 def test_url_adapter_is_the_one_flask_makes(extra: dict[str, str], config: dict[str, Any]) -> None:
     from flask import Flask
-    from werkzeug.test import EnvironBuilder
 
     app = KilnFlask("kiln_test")
     app.config.update(config)
@@ -199,8 +199,6 @@ def test_a_body_of_known_length_fails_as_werkzeug_fails(environ: dict[str, str],
                                                          status: int) -> None:
     import io
 
-    from werkzeug.test import EnvironBuilder
-
     app = _body_app()
     env = {**EnvironBuilder(path="/echo", method="POST", data=b"x=1&y=234").get_environ(),
            **environ}
@@ -208,3 +206,50 @@ def test_a_body_of_known_length_fails_as_werkzeug_fails(environ: dict[str, str],
     statuses: list[str] = []
     b"".join(app.wsgi_app(env, lambda s, h, e=None: statuses.append(s)))
     assert int(statuses[0].split()[0]) == status
+
+
+def _answer(response_class: type, kind: str, method: str) -> tuple[Any, ...]:
+    """What a WSGI server gets from a response of KIND: status, headers, body, closes seen."""
+    from flask import Flask, stream_with_context
+
+    app = Flask("kiln_test")
+    app.response_class = response_class
+    closed: list[str] = []
+
+    @app.route("/r", methods=["GET", "HEAD", "POST"])
+    def view() -> Any:
+        if kind == "json":
+            return {"prediction": [1, 2]}
+        if kind == "created":
+            return {"id": 1}, 201, {"Location": "/items/ü"}
+        if kind == "empty":
+            return "", 204
+        if kind == "stream":
+            return app.response_class(stream_with_context(iter(["a", "b"])))
+        if kind == "on-close":
+            answer = app.response_class("text")
+            answer.call_on_close(lambda: closed.append("closed"))
+            return answer
+        if kind == "given-length":
+            return "abc", 200, {"Content-Length": "3", "X-Other": "1"}
+        return "missing", 404
+
+    environ = EnvironBuilder(path="/r", method=method).get_environ()
+    started: list[Any] = []
+    with app.app_context():
+        iterable = app.wsgi_app(environ, lambda status, headers, exc=None: started.append(
+            (status, headers)))
+        body = b"".join(iterable)
+        getattr(iterable, "close", lambda: None)()
+    return started[0][0], started[0][1], body, closed
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST"])
+@pytest.mark.parametrize("kind", ["json", "created", "empty", "stream", "on-close",
+                                  "given-length", "missing"])
+def test_responses_reach_the_server_as_werkzeug_sends_them(kind: str, method: str) -> None:
+    from flask import Response as FlaskResponse
+
+    from runtime.responses import KilnResponse
+
+    assert _answer(KilnResponse, kind, method) == _answer(FlaskResponse, kind, method)
