@@ -68,9 +68,9 @@ class KilnFlask(Flask):
       request, a few microseconds each. The answer is kept per function object, for at most
       SYNC_CACHE of them: a MethodView hands over a new bound method on every request.
     - `create_url_adapter` reads the host twice and IDNA-encodes it (werkzeug's
-      `bind_to_environ`), about 40k instructions per request, a sixth of kiln's own cost. The
-      adapter's host part is kept per Host header (at most HOST_CACHE of them); the path, method
-      and query are the request's own. Anything unusual (SERVER_NAME, trusted hosts, host or
+      `bind_to_environ`), about 30k instructions per request. The adapter's host part is kept
+      per Host header (at most HOST_CACHE of them); the path, method and query are the
+      request's own. Anything unusual (SERVER_NAME, trusted hosts, host or
       subdomain matching, an Upgrade header) goes the way Flask goes.
     """
 
