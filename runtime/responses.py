@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import io
 import json
 import logging
 from collections.abc import Mapping
@@ -10,7 +9,7 @@ from typing import Any, cast
 
 from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
 
 from runtime.lifecycle import Current, lifecycle, request_id
 
@@ -50,37 +49,7 @@ _encode_compact = json.JSONEncoder(default=JSONProvider.default, ensure_ascii=Fa
 
 
 class JSONRequest(Request):
-    """Flask's request, saying why a JSON body could not be parsed (Flask only does in debug).
-
-    It also reads a body of known length in one call. werkzeug wraps the input in a
-    LimitedStream and reads it in chunks, about 40k instructions per request; the result, the
-    errors (413 over the limit, 400 when the client sends less) and what is left for
-    `request.stream` (nothing) are the same.
-    """
-
-    def get_data(self, cache: bool = True, as_text: bool = False,  # type: ignore[override]
-                 parse_form_data: bool = False) -> bytes | str:
-        environ = self.environ
-        declared = environ.get("CONTENT_LENGTH")
-        if (type(declared) is not str or not declared.isascii() or not declared.isdigit()
-                or getattr(self, "_cached_data", None) is not None or parse_form_data
-                or self.shallow or "stream" in self.__dict__
-                or "wsgi.input_terminated" in environ or "HTTP_TRANSFER_ENCODING" in environ):
-            return super().get_data(cache, as_text, parse_form_data)  # type: ignore[call-overload, no-any-return]
-        length = int(declared)
-        limit = self.max_content_length
-        if limit is not None and length > limit:
-            raise RequestEntityTooLarge()
-        try:
-            data = environ["wsgi.input"].read(length) if length else b""
-        except (OSError, ValueError) as err:
-            raise ClientDisconnected() from err
-        if len(data) < length:
-            raise ClientDisconnected()
-        self.__dict__["stream"] = io.BytesIO()  # read to the end, as werkzeug's would be
-        if cache:
-            self._cached_data = data
-        return data.decode(errors="replace") if as_text else data
+    """Flask's request, saying why a JSON body could not be parsed (Flask only does in debug)."""
 
     def on_json_loading_failed(self, e: ValueError | None) -> Any:
         if e is None:

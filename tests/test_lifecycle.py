@@ -155,59 +155,6 @@ def test_url_adapter_remembers_a_bounded_number_of_hosts() -> None:
     assert len(app._hosts) <= HOST_CACHE
 
 
-def _body_app() -> KilnFlask:
-    from runtime.responses import JSONRequest
-
-    app = KilnFlask("kiln_test")
-    app.request_class = JSONRequest
-    app.config["MAX_CONTENT_LENGTH"] = 64
-
-    @app.post("/echo")
-    def echo() -> Any:
-        first = request.get_data()
-        return {"data": first.decode(), "again": request.get_data(as_text=True),
-                "json": request.get_json(silent=True), "left": request.stream.read().decode(),
-                "form": dict(request.form)}
-
-    return app
-
-
-@pytest.mark.parametrize(("body", "headers"), [
-    (b'{"input": [1, 2]}', {"Content-Type": "application/json"}),
-    (b"", {}),
-    (b"a=1&b=2", {"Content-Type": "application/x-www-form-urlencoded"}),
-])
-def test_a_body_of_known_length_reads_as_werkzeug_reads_it(body: bytes,
-                                                           headers: dict[str, str]) -> None:
-    from flask import Request
-
-    ours = _body_app()
-    theirs = _body_app()
-    theirs.request_class = Request
-    got = ours.test_client().post("/echo", data=body, headers=headers)
-    expected = theirs.test_client().post("/echo", data=body, headers=headers)
-    assert got.status_code == expected.status_code == 200
-    assert got.get_json() == expected.get_json()
-
-
-@pytest.mark.parametrize(("environ", "status"), [
-    ({"CONTENT_LENGTH": "100"}, 413),  # over MAX_CONTENT_LENGTH
-    ({"CONTENT_LENGTH": "20"}, 400),  # the client sent less than it said
-    ({"CONTENT_LENGTH": " 9"}, 200),  # not plain digits: werkzeug's own reading
-])
-def test_a_body_of_known_length_fails_as_werkzeug_fails(environ: dict[str, str],
-                                                         status: int) -> None:
-    import io
-
-    app = _body_app()
-    env = {**EnvironBuilder(path="/echo", method="POST", data=b"x=1&y=234").get_environ(),
-           **environ}
-    env["wsgi.input"] = io.BytesIO(b"x=1&y=234")
-    statuses: list[str] = []
-    b"".join(app.wsgi_app(env, lambda s, h, e=None: statuses.append(s)))
-    assert int(statuses[0].split()[0]) == status
-
-
 def _answer(response_class: type, kind: str, method: str) -> tuple[Any, ...]:
     """What a WSGI server gets from a response of KIND: status, headers, body, closes seen."""
     from flask import Flask, stream_with_context
