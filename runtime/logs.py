@@ -104,13 +104,14 @@ def _dropping_json(method: Any) -> Any:
 class AccessFields(dict):  # type: ignore[type-arg]
     """An access record's fields, with their JSON written once by the code that knows them.
 
-    JSONFormatter uses `json` as it stands; any change to the fields (a user's filter, say)
-    drops it, and the fields are then written one by one like any others.
+    JSONFormatter uses `json` as it stands; a change to the fields through their own methods
+    (a user's filter, say) drops it, and the fields are then written one by one like any others.
     """
 
     __slots__ = ("json",)
     json: str | None
 
+    __init__ = _dropping_json(dict.__init__)
     __setitem__ = _dropping_json(dict.__setitem__)
     __delitem__ = _dropping_json(dict.__delitem__)
     __ior__ = _dropping_json(dict.__ior__)
@@ -246,7 +247,7 @@ def access_fields(method: str, route: str, status: int, duration_ms: float,
                           client=client)
     fields.json = (f'"method": {_string(method)}, "route": {_string(route)}, '
                    f'"status": {int(status):d}, "duration_ms": {float.__repr__(rounded)}, '
-                   f'"client": {"null" if client is None else _string(client)}')
+                   f'"client": {_string(client) if type(client) is str else _json(client)}')
     return fields
 
 

@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -189,9 +190,10 @@ def test_a_bad_log_format_stops_serve(tmp_path: Path) -> None:
     ("POST", "/api/v1.0/predict", 200, 1.23456, "127.0.0.1"),
     ("GET", "/items/<int:n>", 404, 0.0, None),
     ("PATCH", '/odd "route" \\ ✓', 500, 12345.6789, "::1"),
+    ("GET", "/r", 200, 1.0, b"10.0.0.1"),  # a server that breaks WSGI's str rule
 ])
 def test_access_fields_write_what_the_formatter_would(method: str, route: str, status: int,
-                                                     duration: float, client: str | None) -> None:
+                                                     duration: float, client: Any) -> None:
     fields = logs.access_fields(method, route, status, duration, client)
     assert fields == {"method": method, "route": route, "status": status,
                       "duration_ms": round(duration, 3), "client": client}
@@ -206,3 +208,6 @@ def test_access_fields_changed_by_a_filter_are_written_as_they_are_now() -> None
     fields.update(extra="x")
     out = json.loads(logs.JSONFormatter().format(logs.access_record("m", fields)))
     assert fields.json is None and out["status"] == 201 and out["extra"] == "x"
+    again = logs.access_fields("GET", "/r", 200, 1.0, None)
+    again.__init__(status=500)  # type: ignore[misc]
+    assert json.loads(logs.JSONFormatter().format(logs.access_record("m", again)))["status"] == 500
