@@ -82,7 +82,9 @@ def _variant(name: str) -> Callable[[], None]:
         headers = {"Content-Type": "application/json"}
         if auth:
             headers["Authorization"] = f"Bearer {TOKEN}"
-        return EnvironBuilder(path=path, method="POST", data=BODY, headers=headers).get_environ()
+        built = EnvironBuilder(path=path, method="POST", data=BODY, headers=headers).get_environ()
+        # As gunicorn's environ has them: werkzeug reads a terminated input differently.
+        return {**built, "wsgi.input_terminated": True, "REMOTE_ADDR": "127.0.0.1"}
 
     if name == "m":
         from apps.iris import load

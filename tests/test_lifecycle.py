@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flask import Response, request
+from flask import Flask, Response, request
 from flask.views import MethodView
 from werkzeug.test import EnvironBuilder
 
@@ -200,3 +200,51 @@ def test_responses_reach_the_server_as_werkzeug_sends_them(kind: str, method: st
     from runtime.responses import KilnResponse
 
     assert _answer(KilnResponse, kind, method) == _answer(FlaskResponse, kind, method)
+
+
+class _Broken:
+    def read(self, *args: Any) -> bytes:
+        raise OSError("connection reset")
+
+    readinto = read
+
+
+def _read_body(request_class: type, extra: dict[str, Any], body: bytes) -> tuple[Any, ...]:
+    """What get_data gives under a gunicorn-like environ, then what is left on request.stream."""
+    import io
+
+    app = Flask("kiln_test")
+    app.config["MAX_CONTENT_LENGTH"] = 64
+    environ = {**EnvironBuilder(path="/", method="POST", data=body).get_environ(),
+               "wsgi.input_terminated": True, **extra}
+    environ["wsgi.input"] = _Broken() if extra.get("broken") else io.BytesIO(body)
+    with app.test_request_context(environ_overrides=environ):
+        request = request_class(environ)
+        seen: list[Any] = []
+        for step in (request.get_data, lambda: request.get_data(as_text=True),
+                     lambda: request.stream.read(), lambda: request.get_json(silent=True)):
+            try:
+                seen.append(step())
+            except Exception as err:  # noqa: BLE001 - the error is what is compared
+                seen.append(type(err).__name__)
+        return tuple(seen)
+
+
+@pytest.mark.parametrize(("extra", "body"), [
+    ({}, b'{"input": [1, 2]}'),
+    ({}, b""),
+    ({"CONTENT_LENGTH": "100"}, b"x" * 100),  # over MAX_CONTENT_LENGTH: 413 from the header
+    ({"CONTENT_LENGTH": "20"}, b"short"),  # the server ends the input early
+    ({"CONTENT_LENGTH": "5"}, b"x" * 70),  # a server that ends it late: cut at the limit
+    ({"broken": True}, b"abc"),
+    ({"CONTENT_LENGTH": " 9"}, b"123456789"),
+    ({"CONTENT_LENGTH": "9" * 30}, b"123"),
+    ({"HTTP_TRANSFER_ENCODING": "chunked"}, b"abc"),
+], ids=["json", "empty", "over-limit", "ends-early", "ends-late", "broken", "odd-length",
+        "huge-length", "chunked"])
+def test_a_terminated_body_reads_as_werkzeug_reads_it(extra: dict[str, Any], body: bytes) -> None:
+    from flask import Request
+
+    from runtime.responses import JSONRequest
+
+    assert _read_body(JSONRequest, extra, body) == _read_body(Request, extra, body)
