@@ -84,15 +84,16 @@ class KilnFlask(Flask):
         if (request is None or request.trusted_hosts is not None
                 or self.config["SERVER_NAME"] is not None
                 or self.config.get("TRUSTED_HOSTS") is not None
-                or self.url_map.host_matching or self.subdomain_matching):
+                or self.url_map.host_matching or self.subdomain_matching
+                or "HTTP_UPGRADE" in request.environ):  # a websocket upgrade changes the scheme
             return super().create_url_adapter(request)
         environ = request.environ
         key = (environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), environ.get("SERVER_NAME"),
                environ.get("SERVER_PORT"))
         known = self._hosts.get(key)
-        if known is None or "HTTP_UPGRADE" in environ:  # a websocket upgrade changes the scheme
+        if known is None:
             adapter = super().create_url_adapter(request)
-            if adapter is not None and "HTTP_UPGRADE" not in environ:
+            if adapter is not None:
                 if len(self._hosts) >= HOST_CACHE:
                     self._hosts.clear()  # Host headers come from clients: keep a few
                 self._hosts[key] = (request.host, adapter.server_name)

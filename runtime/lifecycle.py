@@ -1,10 +1,10 @@
 """A request's life in kiln: one before, one after and one teardown hook run all of kiln's work.
 
 Request ids, timing, the size limit, auth, body validation, the access log, metrics and
-capture each need a word at the start or the end of every request. Registered as separate Flask hooks they cost
-more than the work itself: Flask checks each hook for a coroutine on every call, and each
-`request.x` or `g.x` goes through a context-local proxy. So the app has one `Lifecycle`, and
-the modules hand it plain functions of the request's `Current`:
+capture each need a word at the start or the end of every request. Registered as separate
+Flask hooks they cost more than the work itself: Flask checks each hook for a coroutine on
+every call, and each `request.x` or `g.x` goes through a context-local proxy. So the app has
+one `Lifecycle`, and the modules hand it plain functions of the request's `Current`:
 
 - `started(current)`: observers (metrics' in-flight gauge); all run, before any gate;
 - `gates(current)`: checks that may answer early (413, 401, 400, 415), in order; the first

@@ -13,7 +13,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException, RequestEntityTooLarge
 from werkzeug.wsgi import LimitedStream
 
-from runtime.lifecycle import Current, lifecycle, request_id
+from runtime.lifecycle import Current, declared_length, lifecycle, request_id
 
 log = logging.getLogger("kiln.app")
 
@@ -64,11 +64,10 @@ class JSONRequest(Request):
     def get_data(self, cache: bool = True, as_text: bool = False,  # type: ignore[override]
                  parse_form_data: bool = False) -> bytes | str:
         environ = self.environ
-        declared = environ.get("CONTENT_LENGTH")
+        declared = declared_length(environ)
         limit = self.max_content_length
         if (limit is None or not environ.get("wsgi.input_terminated")
-                or type(declared) is not str or not declared.isascii() or not declared.isdigit()
-                or len(declared) > 18 or int(declared) > limit
+                or declared is None or declared > limit
                 or "HTTP_TRANSFER_ENCODING" in environ or parse_form_data or self.shallow
                 or "stream" in self.__dict__ or getattr(self, "_cached_data", None) is not None):
             return super().get_data(cache, as_text, parse_form_data)  # type: ignore[call-overload, no-any-return]
