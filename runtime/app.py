@@ -8,7 +8,6 @@ starts: health and predict answer 503 with the reason, so a failed start is visi
 from __future__ import annotations
 
 import glob
-import inspect
 import logging
 import os
 import sys
@@ -17,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flask import Config, Flask, Request
-from werkzeug.routing import MapAdapter
+from flask import Config, Flask
 
 from runtime import auth, capture, docs, logs, metrics, responses, routes
 from runtime.config import ServiceConfig, load_service
 from runtime.errors import ConfigError, UserCodeError
+from runtime.flask_app import KilnFlask
 from runtime.health import Health
 from runtime.loader import UserCode, describe, load_user_code
 
@@ -30,10 +29,6 @@ log = logging.getLogger("kiln.app")
 
 #: Defaults under service.yaml's flask: and FLASK_* variables.
 FLASK_DEFAULTS: dict[str, Any] = {"MAX_CONTENT_LENGTH": 10 * 1024 * 1024}
-#: How many views and hooks KilnFlask remembers as plain functions.
-SYNC_CACHE = 1024
-#: How many Host headers KilnFlask remembers the URL adapter's server name for.
-HOST_CACHE = 64
 
 
 @dataclass
@@ -59,75 +54,6 @@ class Service:
         if self._gpu is None and self.health.finished.is_set():
             self._gpu = detect_gpu()
         return self._gpu or {"visible": False}
-
-
-class KilnFlask(Flask):
-    """Flask, remembering what it works out again on every request.
-
-    - Flask's `ensure_sync` asks `inspect.iscoroutinefunction` of every hook and view on every
-      request, a few microseconds each. The answer is kept per function object, for at most
-      SYNC_CACHE of them: a MethodView hands over a new bound method on every request.
-    - `create_url_adapter` reads the host twice and IDNA-encodes it (werkzeug's
-      `bind_to_environ`), about 30k instructions per request. The adapter's host part is kept
-      per Host header (at most HOST_CACHE of them); the path, method and query are the
-      request's own. Anything unusual (SERVER_NAME, trusted hosts, host or
-      subdomain matching, an Upgrade header) goes the way Flask goes.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._sync: dict[Callable[..., Any], bool] = {}
-        # (scheme, Host header, SERVER_NAME, SERVER_PORT) -> (request.host, adapter's server name)
-        self._hosts: dict[tuple[Any, ...], tuple[str, str]] = {}
-
-    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
-        if (request is None or request.trusted_hosts is not None
-                or self.config["SERVER_NAME"] is not None
-                or self.config.get("TRUSTED_HOSTS") is not None
-                or self.url_map.host_matching or self.subdomain_matching
-                or "HTTP_UPGRADE" in request.environ):  # a websocket upgrade changes the scheme
-            return super().create_url_adapter(request)
-        environ = request.environ
-        key = (environ["wsgi.url_scheme"], environ.get("HTTP_HOST"), environ.get("SERVER_NAME"),
-               environ.get("SERVER_PORT"))
-        known = self._hosts.get(key)
-        if known is None:
-            adapter = super().create_url_adapter(request)
-            if adapter is not None:
-                if len(self._hosts) >= HOST_CACHE:
-                    self._hosts.clear()  # Host headers come from clients: keep a few
-                self._hosts[key] = (request.host, adapter.server_name)
-            return adapter
-        request.host = known[0]  # type: ignore[misc]  # as Flask 3.1 does, from the same header
-        # The arguments werkzeug's Map.bind would pass, once the host part is known.
-        script_name = _wsgi_str(environ.get("SCRIPT_NAME"))
-        path_info = _wsgi_str(environ.get("PATH_INFO"))
-        return MapAdapter(self.url_map, known[1], "/" if script_name is None else script_name,
-                          self.url_map.default_subdomain or "", key[0],
-                          "/" if path_info is None else path_info, environ["REQUEST_METHOD"],
-                          _wsgi_str(environ.get("QUERY_STRING")))
-
-    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        try:
-            if self._sync[func]:
-                return func
-        except (KeyError, TypeError):  # not seen yet, or unhashable
-            plain = not inspect.iscoroutinefunction(func)
-            if len(self._sync) < SYNC_CACHE:
-                try:
-                    self._sync[func] = plain
-                except TypeError:
-                    pass
-            if plain:
-                return func
-        return super().ensure_sync(func)
-
-
-def _wsgi_str(value: str | None) -> str | None:
-    """A WSGI environ string as werkzeug decodes it (latin-1 bytes read as UTF-8)."""
-    if value is None or value.isascii():
-        return value
-    return value.encode("latin1").decode(errors="replace")
 
 
 def detect_gpu() -> dict[str, Any]:
