@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import base64
 import binascii
-import inspect
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request, stream_with_context
+from flask import Blueprint, Flask, Response, current_app, stream_with_context
 
 from runtime.bounded import FutureTimeout, Pool, call_bounded
-from runtime.lifecycle import request_id
+from runtime.lifecycle import current
 from runtime.responses import error
 
 # The paths of every route the runtime serves, here once for all its modules.
@@ -87,10 +86,12 @@ def _stream(items: Iterator[Any], paths: list[str]) -> Iterator[str]:
 @builtin.post(PREDICT)
 @builtin.post(PREDICT + "/")
 def predict() -> Any:
-    kiln = current_app.extensions["kiln"]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    kiln = app.extensions["kiln"]
     if not kiln.health.ready:
         return error(503, f"not ready: {kiln.health.reason()}")
-    body = request.get_json()
+    now = current()
+    body = now.request.get_json()
     if not isinstance(body, dict) or "input" not in body:
         return error(400, 'body must be a JSON object with the key "input", e.g. {"input": [1, 2]}')
     value = body["input"]
@@ -111,11 +112,12 @@ def predict() -> Any:
     except BaseException:
         _remove(paths)
         raise
-    if inspect.isgenerator(result) or isinstance(result, Iterator):
+    if isinstance(result, Iterator):  # generators too
         return Response(stream_with_context(_stream(result, paths)),
                         mimetype="application/x-ndjson")
-    _remove(paths)
-    return {"prediction": result, "request_id": request_id()}
+    if paths:
+        _remove(paths)
+    return app.json.response({"prediction": result, "request_id": now.id})
 
 
 def _health_body(ok: bool, **extra: Any) -> dict[str, Any]:
