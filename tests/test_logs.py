@@ -211,3 +211,89 @@ def test_access_fields_changed_by_a_filter_are_written_as_they_are_now() -> None
     again = logs.access_fields("GET", "/r", 200, 1.0, None)
     again.__init__(status=500)  # type: ignore[misc]
     assert json.loads(logs.JSONFormatter().format(logs.access_record("m", again)))["status"] == 500
+
+
+def _kiln_logging(stream: Any) -> None:
+    import logging.config
+
+    config = logs.logconfig("json")
+    config["handlers"]["kiln"]["stream"] = stream
+    logging.config.dictConfig(config)
+
+
+def test_the_access_line_is_written_as_logging_would_write_it() -> None:
+    import io
+    import time
+
+    created = time.time()
+    fields = logs.access_fields("POST", '/odd "route" ✓', 201, 12.3456, "::1")
+    record = logs.access_record("POST /r 201 12.3ms", fields)
+    record.created = created
+    record.request_id = "rid-1"
+    direct = logs.access_line("POST /r 201 12.3ms", "rid-1", fields.json or "", created)
+    assert direct == logs.JSONFormatter().format(record)
+    stream = io.StringIO()
+    _kiln_logging(stream)
+    try:
+        assert logs.own_handler() is logging.root.handlers[0]
+    finally:
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+
+
+@pytest.mark.parametrize("change", ["handler", "logger filter", "handler filter", "formatter",
+                                    "record factory", "no propagation", "level", "kiln logger"])
+def test_any_change_to_logging_sends_access_records_through_logging(change: str) -> None:
+    import io
+    import logging.config
+
+    _kiln_logging(io.StringIO())
+    factory = logging.getLogRecordFactory()
+    handler = logging.root.handlers[0]
+    try:
+        assert logs.own_handler() is handler
+        if change == "handler":
+            logs.access_log.addHandler(logging.NullHandler())
+        elif change == "logger filter":
+            logs.access_log.addFilter(lambda record: True)
+        elif change == "handler filter":
+            handler.addFilter(lambda record: True)
+        elif change == "formatter":
+            handler.setFormatter(logs.TextFormatter())
+        elif change == "record factory":
+            logging.setLogRecordFactory(lambda *a, **k: logging.LogRecord(*a, **k))
+        elif change == "no propagation":
+            logs.access_log.propagate = False
+        elif change == "level":
+            handler.setLevel(logging.WARNING)
+        else:
+            assert logs.own_handler() is handler  # a logger between, on its own, changes nothing
+            logging.getLogger("kiln").addHandler(logging.NullHandler())
+        assert logs.own_handler() is None
+    finally:
+        logging.getLogger("kiln").handlers.clear()
+        logging.setLogRecordFactory(factory)
+        logs.access_log.handlers.clear()
+        logs.access_log.filters.clear()
+        logs.access_log.propagate = True
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+
+
+def test_requests_log_the_same_line_either_way(tmp_path: Path) -> None:
+    import io
+
+    from runtime.testing import client
+
+    lines = []
+    for direct in (True, False):
+        stream = io.StringIO()
+        _kiln_logging(stream)
+        try:
+            if not direct:
+                logging.root.handlers[0].addFilter(lambda record: True)
+            client(SERVICES / "basic").get("/api/v1.0/health/live", headers={"X-Request-ID": "r-1"})
+        finally:
+            logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+        line = json.loads([x for x in stream.getvalue().splitlines() if "kiln.access" in x][-1])
+        line["time"] = line["duration_ms"] = line["message"] = None
+        lines.append(line)
+    assert lines[0] == lines[1] and lines[0]["request_id"] == "r-1"
