@@ -141,7 +141,11 @@ def _arrays(schema: dict[str, Any], formats: FormatChecker) -> Check | None:
             return False
         if longest is not None and len(value) > longest:
             return False
-        return each is None or all(each(item) for item in value)
+        if each is not None:
+            for item in value:
+                if not each(item):
+                    return False
+        return True
 
     return check
 
@@ -158,17 +162,24 @@ def _objects(schema: dict[str, Any], formats: FormatChecker) -> Check | None:
     if not (required or properties or extra is not True or fewest is not None or most is not None):
         return None
 
+    known = tuple(properties.items())
+
     def check(value: Any) -> bool:
+        # Loops, not any()/all() over generators: this runs on every request with a body.
         if not isinstance(value, dict):
             return True
-        if any(name not in value for name in required):
-            return False
+        for name in required:
+            if name not in value:
+                return False
         if fewest is not None and len(value) < fewest:
             return False
         if most is not None and len(value) > most:
             return False
         if extra is True:  # only the known properties need a look
-            return all(name not in value or sub(value[name]) for name, sub in properties.items())
+            for name, known_check in known:
+                if name in value and not known_check(value[name]):
+                    return False
+            return True
         for name, item in value.items():
             sub = properties.get(name)
             if sub is not None:

@@ -221,3 +221,25 @@ def test_hooks_of_one_name_run_in_turn_with_the_arity_gunicorn_checks() -> None:
         config.set(name, hook)  # raises TypeError on a wrong arity
     config.child_exit(None, None)
     assert calls == ["metrics", "reload"]
+
+
+def test_kiln_observes_latency_as_prometheus_client_observes_it() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from runtime.metrics import BUCKETS, _observer
+
+    registry = CollectorRegistry()
+    ours = Histogram("ours", "d", ["route"], buckets=BUCKETS, registry=registry).labels("/r")
+    theirs = Histogram("theirs", "d", ["route"], buckets=BUCKETS, registry=registry).labels("/r")
+    observe = _observer(ours)
+    assert observe != ours.observe  # the direct writer, not the fallback
+    for seconds in (0.0, 0.001, 0.005, 0.0050001, 0.01, 0.3, 1.0, 59.9, 60.0, 61.0, 1e9):
+        observe(seconds)
+        theirs.observe(seconds)
+
+    def samples(name: str) -> list[tuple[str, dict[str, str], float]]:
+        family = next(f for f in registry.collect() if f.name == name)
+        return [(s.name[len(name):], s.labels, s.value) for s in family.samples
+                if not s.name.endswith("_created")]
+
+    assert samples("ours") == samples("theirs") and len(samples("ours")) == len(BUCKETS) + 2
