@@ -1,6 +1,7 @@
 """Test helpers: free ports, polling, and real kiln servers started and stopped by PID."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -8,11 +9,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+
+STATUS_PATH = "/api/v1.0/health/status"
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = Path(__file__).resolve().parent / "services"
@@ -90,12 +94,40 @@ class Server:
 
     def wait_ready(self, timeout: float = 60.0) -> Server:
         self.wait_live(timeout)
-        # Every worker loads on its own: ten 200s in a row (each on a new connection, so on
-        # any worker) say that all of them are ready, not just the first.
-        if not wait_for(lambda: all(self.get("/api/v1.0/health/status").status_code == 200
-                                    for _ in range(10)), timeout):
+        # Every worker loads on its own, so each must have answered the status route with a
+        # 200 (the JSON log says which worker answered) before the server counts as ready.
+        # Requests go four at a time: one at a time, a sync worker that has just answered
+        # takes the next connection too, and the others may never be asked.
+        def all_ready() -> bool:
+            with ThreadPoolExecutor(4) as pool:
+                codes = list(pool.map(lambda _: self.get(STATUS_PATH).status_code, range(20)))
+            booted, ready = self._workers()
+            return all(code == 200 for code in codes) and booted <= ready
+
+        if not wait_for(all_ready, timeout):
             pytest.fail(f"kiln server never became ready:\n{self.output()}")
         return self
+
+    def _workers(self) -> tuple[set[str], set[str]]:
+        """Pids of the workers booted, and of those that answered the status route with 200.
+
+        Both are empty with KILN_LOG_FORMAT=text, whose lines carry no pid.
+        """
+        booted: set[str] = set()
+        ready: set[str] = set()
+        for line in self.output().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict):
+                continue
+            message = str(record.get("message", ""))
+            if message.startswith("Booting worker with pid"):
+                booted.add(message.rsplit(" ", 1)[-1])
+            elif record.get("route") == STATUS_PATH and record.get("status") == 200:
+                ready.add(str(record.get("pid")))
+        return booted, ready
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM the process group we started, then SIGKILL it if it lingers."""
