@@ -120,7 +120,6 @@ class KilnFlask(Flask):
                 return func
         return super().ensure_sync(func)
 
-
     # -- Flask 3.1's dispatch, without the proxies and the signals nobody listens to --------
 
     def full_dispatch_request(self) -> Response:

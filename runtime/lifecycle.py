@@ -70,6 +70,22 @@ def declared_length(environ: dict[str, Any]) -> int | None:
         return None
 
 
+_pid = os.getpid()
+
+
+def process_id() -> int:
+    """This process's pid, as an at-fork hook last saw it: no system call per request."""
+    return _pid
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 _current: contextvars.ContextVar[Current | None] = contextvars.ContextVar("kiln_request",
                                                                           default=None)
 

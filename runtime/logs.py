@@ -25,7 +25,7 @@ from flask import Flask, Response
 from gunicorn.glogging import Logger as GunicornLoggerBase
 
 from runtime.errors import ConfigError
-from runtime.lifecycle import Current, current_id, lifecycle
+from runtime.lifecycle import Current, current_id, lifecycle, process_id
 from runtime.responses import JSONProvider
 
 FORMATS = ("json", "text")
@@ -283,20 +283,16 @@ def own_handler() -> logging.StreamHandler | None:  # type: ignore[type-arg]
 
 def access_line(message: str, rid: str, fields_json: str, created: float) -> str:
     """The JSON line JSONFormatter writes for an access record, from its parts."""
-    pid = _pid if logging.logProcesses else None
+    pid = process_id() if logging.logProcesses else None
     return f"{_head(created, 'INFO', ACCESS_LOGGER, message, pid, rid)}, {fields_json}}}"
 
 
-_pid = os.getpid()
+def _forget_template() -> None:
+    global _template
+    _template = None
 
 
-def _forked() -> None:
-    global _pid, _template
-    _pid = os.getpid()
-    _template = None  # its pid and process name are the parent's
-
-
-os.register_at_fork(after_in_child=_forked)
+os.register_at_fork(after_in_child=_forget_template)  # its pid and process name are the parent's
 
 
 def _finished(current: Current, response: Response) -> None:

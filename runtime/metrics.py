@@ -28,7 +28,7 @@ from typing import Any
 from flask import Flask, Response, request
 
 from runtime.errors import KilnError
-from runtime.lifecycle import Current, lifecycle
+from runtime.lifecycle import Current, lifecycle, process_id
 from runtime.routes import METRICS as ROUTE
 from runtime.routes import PREDICT
 
@@ -101,22 +101,6 @@ def _remove_orphans(base: Path) -> None:
             continue
 
 
-_pid = os.getpid()
-
-
-def _own_pid() -> int:
-    """This process's pid, as an at-fork hook last saw it (prometheus_client's process id)."""
-    return _pid
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
 def on_starting(server: Any) -> None:
     """gunicorn hook, in the master before any worker forks: a fresh metrics folder.
 
@@ -133,7 +117,7 @@ def on_starting(server: Any) -> None:
     if not imported:  # else metrics may exist already, on the class made at that import
         from prometheus_client import values
 
-        values.ValueClass = values.MultiProcessValue(process_identifier=_own_pid)
+        values.ValueClass = values.MultiProcessValue(process_identifier=process_id)
 
 
 def child_exit(server: Any, worker: Any) -> None:
