@@ -205,6 +205,14 @@ def gunicorn_settings(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 _template: dict[str, Any] | None = None
 
 
+def _forget_template() -> None:
+    global _template
+    _template = None
+
+
+os.register_at_fork(after_in_child=_forget_template)  # its pid and process name are the parent's
+
+
 def access_record(message: str, fields: dict[str, Any]) -> logging.LogRecord:
     """A kiln.access record, as `access_log.makeRecord` would make it, at a third of the cost.
 
@@ -241,7 +249,7 @@ def access_fields(method: str, route: str, status: int, duration_ms: float,
     rounded = round(float(duration_ms), 3)
     fields = AccessFields(method=method, route=route, status=status, duration_ms=rounded,
                           client=client)
-    fields.json = access_json(method, route, status, rounded, client)
+    fields.json = access_json(method, route, status, duration_ms, client)
     return fields
 
 
@@ -287,14 +295,6 @@ def access_line(message: str, rid: str, fields_json: str, created: float) -> str
     return f"{_head(created, 'INFO', ACCESS_LOGGER, message, pid, rid)}, {fields_json}}}"
 
 
-def _forget_template() -> None:
-    global _template
-    _template = None
-
-
-os.register_at_fork(after_in_child=_forget_template)  # its pid and process name are the parent's
-
-
 def _finished(current: Current, response: Response) -> None:
     if not access_log.isEnabledFor(logging.INFO):
         return
@@ -306,8 +306,7 @@ def _finished(current: Current, response: Response) -> None:
     handler = own_handler()
     if handler is None:
         # handle() a ready record: info() would also walk the stack to find the caller.
-        access_log.handle(access_record(message, access_fields(method, route, status, duration,
-                                                               client)))
+        access_log.handle(_record(message, method, route, status, duration, client))
         return
     line = access_line(message, current.id, access_json(method, route, status, duration, client),
                        time.time())
@@ -318,8 +317,12 @@ def _finished(current: Current, response: Response) -> None:
     except RecursionError:
         raise
     except Exception:  # noqa: BLE001 - as StreamHandler.emit: said on stderr, the request goes on
-        handler.handleError(access_record(message, access_fields(method, route, status, duration,
-                                                                 client)))
+        handler.handleError(_record(message, method, route, status, duration, client))
+
+
+def _record(message: str, method: str, route: str, status: int, duration_ms: float,
+            client: str | None) -> logging.LogRecord:
+    return access_record(message, access_fields(method, route, status, duration_ms, client))
 
 
 def init_app(app: Flask, service: Any = None) -> None:

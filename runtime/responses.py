@@ -180,8 +180,12 @@ class KilnResponse(Response):
         here the two headers and the status are known. The result is the same object, as
         `_same_as_werkzeug` checks once per class before the first use.
         """
-        if not cls._checked_json(body):
+        if not cls._checked_json():
             return cls(body, mimetype="application/json")
+        return cls._built_json(body)
+
+    @classmethod
+    def _built_json(cls, body: bytes) -> KilnResponse:
         response = cls.__new__(cls)
         headers = Headers()
         headers._list = [("Content-Type", "application/json"),  # type: ignore[attr-defined]
@@ -196,13 +200,13 @@ class KilnResponse(Response):
         return response
 
     @classmethod
-    def _checked_json(cls, body: bytes) -> bool:
+    def _checked_json(cls) -> bool:
         same = cls.__dict__.get("_json_is_werkzeugs")
         if same is None:
-            same = False
-            if cls.default_status == 200 and cls.automatically_set_content_length:
-                cls._json_is_werkzeugs = True  # so that json_body() builds its own to compare
-                same = _same_as_werkzeug(cls.json_body(body), cls(body, mimetype="application/json"))
+            body = b'{"checked":[1]}\n'
+            same = (cls.default_status == 200 and cls.automatically_set_content_length
+                    and _same_as_werkzeug(cls._built_json(body),
+                                          cls(body, mimetype="application/json")))
             cls._json_is_werkzeugs = same
         return same  # type: ignore[no-any-return]
 
