@@ -59,7 +59,7 @@ def kiln_settings(env: dict[str, str] | None = None) -> dict[str, Any]:
     """The gunicorn settings `kiln serve` resolves for the bench service (workers, class, threads)."""
     sys.path.insert(0, str(ROOT))
     from runtime.config import load_service
-    from runtime.server import options
+    from runtime.serving.settings import options
 
     merged = options(load_service(SERVICE), "127.0.0.1", 0, env=env)
     return {"workers": int(merged["workers"]), "worker_class": str(merged.get("worker_class", "sync")),

@@ -32,8 +32,8 @@ ROOT = BENCH.parent
 BODY = b'{"input": [[5.1, 3.5, 1.4, 0.2]]}'
 TOKEN = "bench-instructions-token"
 #: kiln without one feature: the lifecycle lists and the module whose functions are removed.
-WITHOUT = {"logs": ("runtime.logs",), "metrics": ("runtime.metrics",),
-           "validation": ("runtime.validation",), "auth": ("runtime.auth",)}
+WITHOUT = {"logs": ("runtime.observability.logs",), "metrics": ("runtime.observability.metrics",),
+           "validation": ("runtime.docs.validation",), "auth": ("runtime.security.auth",)}
 VARIANTS = ("a", "b", "d", "m", *(f"b-{name}" for name in WITHOUT))
 NAMES = {"a": "(a) bare Flask", "b": "(b) kiln, every feature", "d": "(d) plain WSGI",
          "m": "the model's predict alone",
@@ -70,7 +70,7 @@ def _variant(name: str) -> Callable[[], None]:
     import contestants as cs
     from werkzeug.test import EnvironBuilder
 
-    from runtime import logs
+    from runtime.observability import logs
 
     cs.ensure_model()
     os.environ["BENCH_MODEL"] = str(cs.SERVICE / "model.joblib")
@@ -97,7 +97,7 @@ def _variant(name: str) -> Callable[[], None]:
     if name == "d":
         from apps.wsgi_app import app as wsgi_app
         return _call(wsgi_app, environ("/"))
-    from runtime.lifecycle import lifecycle
+    from runtime.serving.lifecycle import lifecycle
     from runtime.testing import make_app
 
     app = make_app(cs.SERVICE)

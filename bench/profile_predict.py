@@ -43,7 +43,7 @@ def ensure_py_spy(log: Path) -> Path:
 
 
 def short(frame: str) -> str:
-    """`func (path:line)` with the path cut to the package: flask/app.py, runtime/routes.py."""
+    """`func (path:line)` with the path cut to the package: flask/app.py, runtime/serving/predict.py."""
     match = _FRAME.match(frame.strip())
     if not match:
         return frame.strip()

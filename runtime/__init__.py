@@ -7,6 +7,6 @@ __all__ = ["log_metric"]
 
 def log_metric(name: str, value: float, **labels: object) -> None:
     """Set the gauge `kiln_user_<name>{labels}` to VALUE; /metrics shows it for all workers."""
-    from runtime.metrics import log_metric as set_gauge
+    from runtime.observability.metrics import log_metric as set_gauge
 
     set_gauge(name, value, **labels)

@@ -7,10 +7,7 @@ starts: health and predict answer 503 with the reason, so a failed start is visi
 """
 from __future__ import annotations
 
-import glob
 import logging
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +15,15 @@ from typing import Any
 
 from flask import Config, Flask
 
-from runtime import auth, capture, docs, logs, metrics, responses, routes
 from runtime.config import ServiceConfig, load_service
+from runtime.docs import ui as docs
 from runtime.errors import ConfigError, UserCodeError
-from runtime.flask_app import KilnFlask
-from runtime.health import Health
-from runtime.loader import UserCode, describe, load_user_code
+from runtime.observability import capture, logs, metrics
+from runtime.security import auth
+from runtime.serving import health as health_routes
+from runtime.serving import predict, responses
+from runtime.serving.health import Health, detect_gpu
+from runtime.serving.loader import UserCode, describe, load_user_code
 
 log = logging.getLogger("kiln.app")
 
@@ -38,7 +38,7 @@ class Service:
     config: ServiceConfig
     code: UserCode | None
     health: Health
-    predictor: routes.Predictor | None
+    predictor: predict.Predictor | None
     status_hooks: list[Callable[[], dict[str, Any]]] = field(default_factory=list)
     _gpu: dict[str, Any] | None = None
 
@@ -54,24 +54,6 @@ class Service:
         if self._gpu is None and self.health.finished.is_set():
             self._gpu = detect_gpu()
         return self._gpu or {"visible": False}
-
-
-def detect_gpu() -> dict[str, Any]:
-    """GPUs visible to this process: through torch when the service uses it, else /dev/nvidia*."""
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            if torch.cuda.is_available():
-                count = torch.cuda.device_count()
-                names = [torch.cuda.get_device_name(i) for i in range(count)]
-                return {"visible": True, "count": count, "names": names, "cuda": torch.version.cuda}
-        except Exception as err:  # noqa: BLE001 - a broken driver is reported, not raised
-            return {"visible": False, "error": str(err)}
-    devices = sorted(glob.glob("/dev/nvidia[0-9]*"))
-    visible = os.environ.get("NVIDIA_VISIBLE_DEVICES", "")
-    if devices and visible not in ("void", "none"):
-        return {"visible": True, "count": len(devices)}
-    return {"visible": False}
 
 
 def flask_config(config: ServiceConfig) -> Config:
@@ -92,7 +74,7 @@ def _user_code(config: ServiceConfig) -> UserCode:
     needs_predict = config.get("model") is None
     code = load_user_code(config.root, needs_predict=needs_predict)
     if code.predict is None and config.get("model") is not None:
-        from runtime import model
+        from runtime.serving import model
 
         loaded = model.ModelPredictor(config.root, config.get("model")["path"])
         code.predict, code.load = loaded.predict, loaded.load
@@ -103,7 +85,7 @@ def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
     """Build the Flask app for the service folder ROOT (load() is not run here)."""
     root = Path(root).resolve()
     config = config or load_service(root)
-    app = KilnFlask("kiln_service", root_path=str(root), static_folder=None)
+    app = Flask("kiln_service", root_path=str(root), static_folder=None)
     app.config.update(flask_config(config))
     responses.init_app(app)
 
@@ -118,12 +100,13 @@ def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
         health = Health(code.load, lambda e: describe(e, root))
     predictor = None
     if code is not None and code.predict is not None:
-        predictor = routes.Predictor(code.predict, code.preprocess,
-                                     config.get("predict.timeout"),
-                                     config.get("predict.accepts_file"))
+        predictor = predict.Predictor(code.predict, code.preprocess,
+                                      config.get("predict.timeout"),
+                                      config.get("predict.accepts_file"))
     app.extensions["kiln"] = service = Service(config, code, health, predictor)
     auth.init_app(app, service)
-    routes.init_app(app)
+    health_routes.init_app(app)
+    predict.init_app(app)
     for observer in (logs, metrics, capture):
         observer.init_app(app, service)
     if code is not None and code.blueprint is not None:

@@ -75,7 +75,7 @@ def serve(directory: Path, host: str, port: int, reload_: bool, poll: bool) -> N
 
     hooks = None
     if reload_ or poll:
-        from runtime.reload import hooks as reload_hooks
+        from runtime.dev.reload import hooks as reload_hooks
 
         hooks = reload_hooks(directory, poll=poll)
     run_server(directory, host=host, port=port, hooks=hooks)
@@ -130,7 +130,7 @@ def export_captures(directory: Path, since: Any, until: Any, output: str) -> Non
 
     DIRECTORY is a service folder (its capture settings say where to read) or a capture folder.
     """
-    from runtime.export import export
+    from runtime.observability.export import export
 
     count = export(directory, since.date(), until.date() if until else None, output)
     click.echo(f"exported {count} request(s) to {output}", err=True)

@@ -111,6 +111,62 @@ def _model_path(value: dict[str, Any]) -> str | None:
     return None
 
 
+#: Settings the runtime owns or that would run arbitrary code or exit the server.
+REFUSED: dict[str, str] = {
+    "bind": "the port is set by `kiln serve --host/--port` (0.0.0.0:8080 in an image)",
+    "daemon": "kiln runs gunicorn in the foreground",
+    "pidfile": "kiln manages the server process",
+    "user": "the image sets the user", "group": "the image sets the user",
+    "umask": "the image sets the user", "initgroups": "the image sets the user",
+    "chdir": "kiln serves from the service folder", "pythonpath": "kiln sets the import path",
+    "raw_env": "use FLASK_* variables or service.yaml flask:",
+    "config": "settings come from service.yaml gunicorn:", "wsgi_app": "kiln builds the app",
+    "paste": "kiln builds the app", "check_config": "it exits the server",
+    "print_config": "it exits the server", "reload": "use `kiln serve --reload`",
+    "reload_engine": "use `kiln serve --reload`", "reload_extra_files": "use `kiln serve --reload`",
+    "spew": "it traces every line", "preload_app": "load() must run after fork, in each worker",
+    **dict.fromkeys(("logconfig", "logconfig_dict", "logconfig_json", "logger_class"),
+                    "kiln logs JSON lines (KILN_LOG_FORMAT=text for people)"),
+}
+REFUSED_PREFIXES = ("control_socket", "dirty_", "statsd_")
+WORKER_CLASSES = ("sync", "gthread")
+
+
+
+
+def gunicorn_problem(key: str, value: Any, *, allow_bind: bool = False) -> str | None:
+    """What is wrong with gunicorn setting KEY=VALUE for kiln: not a setting, kiln's, a hook."""
+    from gunicorn.config import Config
+
+    settings = Config().settings
+    if key not in settings:
+        return "not a gunicorn setting"
+    if key == "bind" and allow_bind:
+        return None
+    if key in REFUSED:
+        return f"may not be set here: {REFUSED[key]}"
+    if key.startswith(REFUSED_PREFIXES):
+        return "may not be set here"
+    if settings[key].section == "Server Hooks":
+        return "server hooks may not be set"
+    if key == "worker_class" and value not in WORKER_CLASSES:
+        return f"{value!r} is not allowed; allowed: {', '.join(WORKER_CLASSES)}"
+    try:
+        Config().set(key, value)
+    except Exception as err:  # noqa: BLE001 - gunicorn's validators raise TypeError or ValueError
+        return str(err)
+    return None
+
+
+def _gunicorn(value: dict[str, Any]) -> str | None:
+    for key, setting in value.items():
+        name = str(key).lower().replace("-", "_")
+        problem = gunicorn_problem(name, setting)
+        if problem:
+            return f".{key}: {problem}"
+    return None
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("id", str, None, "Service id: DNS-safe name used in URLs, images and metrics.",
             validator=check_id),
@@ -132,7 +188,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("predict.accepts_file", bool, False, "Input is base64, decoded to a temporary file "
             "whose path predict() receives."),
     Setting("flask", dict, {}, "Key-value pairs set on Flask's app.config.", validator=_upper_keys),
-    Setting("gunicorn", dict, {}, "Key-value gunicorn settings; bind may not be set here."),
+    Setting("gunicorn", dict, {}, "Key-value gunicorn settings; bind may not be set here.",
+            validator=_gunicorn),
     Setting("auth.mode", str, "none", "Who may call the service.", choices=("none", "token", "sigv4")),
     Setting("auth.docs_public", bool, True, "/docs and /docs/specs.json stay open when auth is on."),
     Setting("docs", bool, True, "Serve /docs and /docs/specs.json."),
@@ -226,7 +283,9 @@ def parse_service(data: Any, source: str = SERVICE_FILE) -> dict[str, Any]:
             value = values[key] = str(value)
         problem = setting.check(value)
         if problem:
-            raise fail(key, problem)
+            # A mapping's validator names the entry at fault as ".entry: problem".
+            entry, _, said = problem.partition(": ")
+            raise fail(key + entry, said) if problem.startswith(".") else fail(key, problem)
     out = {s.key: _copy(s.default) for s in SETTINGS}
     out.update(values)
     if out["title"] is None:

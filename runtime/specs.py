@@ -10,11 +10,11 @@ from typing import Any
 
 import yaml
 
-from runtime import docs
 from runtime.app import create_app, service_of
 from runtime.config import load_service
+from runtime.docs import ui as docs
+from runtime.docs.openapi import Document
 from runtime.errors import KilnError, UserCodeError
-from runtime.openapi import Document
 
 FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 

@@ -16,7 +16,8 @@ from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 from runtime.config import load_service
 from runtime.sdk import GATEWAY_PREFIX
-from runtime.server import ServiceApplication, options
+from runtime.server import ServiceApplication
+from runtime.serving.settings import options
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

@@ -1,4 +1,4 @@
-"""runtime.bounded: a call bounded by a timeout, in the main thread (timer) and in others (pool)."""
+"""runtime.serving.timeouts: a call bounded by a timeout, in the main thread (timer) and in others (pool)."""
 from __future__ import annotations
 
 import contextvars
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runtime.bounded import FutureTimeout, Pool, call_bounded
+from runtime.serving.timeouts import FutureTimeout, Pool, call_bounded
 
 where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="unset")
 

@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 from werkzeug.datastructures import Headers
 
-from runtime import capture
 from runtime.cli import cli
 from runtime.config import load_service
 from runtime.errors import ConfigError
+from runtime.observability import capture
 from runtime.testing import client
 from tests.support import SERVICES, Server
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from runtime.cli import cli
 from runtime.config import SETTINGS, json_schema, load_service, parse_service
 from runtime.errors import ConfigError
-from runtime.server import available_cpus, options
+from runtime.serving.settings import available_cpus, options
 
 BAD_YAML = [
     ("id: Add_Numbers", "id: 'Add_Numbers' is not a valid id"),

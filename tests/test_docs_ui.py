@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from runtime.docs import UI_STATIC
+from runtime.docs.ui import UI_STATIC
 from runtime.testing import make_app
 from tests.support import SERVICES
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from runtime.errors import UserCodeError
-from runtime.loader import load_user_code
+from runtime.serving.loader import load_user_code
 from runtime.testing import client
 
 GOOD_PREDICT = "def predict(x):\n    return x\n"

@@ -6,13 +6,12 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from runtime import logs
 from runtime.errors import ConfigError
-from runtime.server import check_setting
+from runtime.observability import logs
+from runtime.serving.settings import check_setting
 from tests.support import SERVICES, Server, wait_for
 
 
@@ -74,33 +73,6 @@ def test_json_formatter_writes_what_json_dumps_would(message: str, attrs: dict[s
     out = json.loads(line)
     out["time"] = None
     assert json.dumps(out, sort_keys=True) == json.dumps(expected, sort_keys=True)
-
-
-def test_access_records_are_what_make_record_would_make() -> None:
-    fields = {"method": "GET", "route": "/r", "status": 200, "duration_ms": 1.0, "client": None}
-    made = logs.access_log.makeRecord(logs.ACCESS_LOGGER, logging.INFO, logs.__file__, 0, "m",
-                                      (), None, extra={"kiln": fields})
-    fast = logs.access_record("m", fields)
-    assert vars(fast).keys() == vars(made).keys()
-    for name in ("name", "msg", "args", "levelname", "levelno", "pathname", "filename", "module",
-                 "process", "processName", "thread", "threadName", "kiln", "exc_info"):
-        assert getattr(fast, name) == getattr(made, name), name
-    assert abs(fast.created - made.created) < 5
-    assert abs(fast.relativeCreated - made.relativeCreated) < 5000
-    assert fast.msecs == int((fast.created - int(fast.created)) * 1000)
-    assert fast.getMessage() == "m"
-
-
-def test_access_records_come_from_a_record_factory_someone_set() -> None:
-    class Traced(logging.LogRecord):
-        trace_id = "t-1"
-
-    logging.setLogRecordFactory(Traced)
-    try:
-        record = logs.access_record("m", {"status": 200})
-    finally:
-        logging.setLogRecordFactory(logging.LogRecord)
-    assert isinstance(record, Traced) and record.kiln == {"status": 200}
 
 
 def test_json_formatter_keeps_a_traceback_inside_the_line() -> None:
@@ -185,115 +157,3 @@ def test_a_bad_log_format_stops_serve(tmp_path: Path) -> None:
     server.stop()
     assert "Error: KILN_LOG_FORMAT: 'xml' is not allowed; allowed: json, text" in server.output()
 
-
-@pytest.mark.parametrize(("method", "route", "status", "duration", "client"), [
-    ("POST", "/api/v1.0/predict", 200, 1.23456, "127.0.0.1"),
-    ("GET", "/items/<int:n>", 404, 0.0, None),
-    ("PATCH", '/odd "route" \\ ✓', 500, 12345.6789, "::1"),
-    ("GET", "/r", 200, 1.0, b"10.0.0.1"),  # a server that breaks WSGI's str rule
-])
-def test_access_fields_write_what_the_formatter_would(method: str, route: str, status: int,
-                                                     duration: float, client: Any) -> None:
-    fields = logs.access_fields(method, route, status, duration, client)
-    assert fields == {"method": method, "route": route, "status": status,
-                      "duration_ms": round(duration, 3), "client": client}
-    fast = logs.JSONFormatter().format(logs.access_record("m", fields))
-    slow = logs.JSONFormatter().format(logs.access_record("m", dict(fields)))
-    assert fields.json is not None and fast.split('"pid"')[1] == slow.split('"pid"')[1]
-
-
-def test_access_fields_changed_by_a_filter_are_written_as_they_are_now() -> None:
-    fields = logs.access_fields("GET", "/r", 200, 1.0, None)
-    fields["status"] = 201
-    fields.update(extra="x")
-    out = json.loads(logs.JSONFormatter().format(logs.access_record("m", fields)))
-    assert fields.json is None and out["status"] == 201 and out["extra"] == "x"
-    again = logs.access_fields("GET", "/r", 200, 1.0, None)
-    again.__init__(status=500)  # type: ignore[misc]
-    assert json.loads(logs.JSONFormatter().format(logs.access_record("m", again)))["status"] == 500
-
-
-def _kiln_logging(stream: Any) -> None:
-    import logging.config
-
-    config = logs.logconfig("json")
-    config["handlers"]["kiln"]["stream"] = stream
-    logging.config.dictConfig(config)
-
-
-def test_the_access_line_is_written_as_logging_would_write_it() -> None:
-    import io
-    import time
-
-    created = time.time()
-    fields = logs.access_fields("POST", '/odd "route" ✓', 201, 12.3456, "::1")
-    record = logs.access_record("POST /r 201 12.3ms", fields)
-    record.created = created
-    record.request_id = "rid-1"
-    direct = logs.access_line("POST /r 201 12.3ms", "rid-1", fields.json or "", created)
-    assert direct == logs.JSONFormatter().format(record)
-    stream = io.StringIO()
-    _kiln_logging(stream)
-    try:
-        assert logs.own_handler() is logging.root.handlers[0]
-    finally:
-        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
-
-
-@pytest.mark.parametrize("change", ["handler", "logger filter", "handler filter", "formatter",
-                                    "record factory", "no propagation", "level", "kiln logger"])
-def test_any_change_to_logging_sends_access_records_through_logging(change: str) -> None:
-    import io
-    import logging.config
-
-    _kiln_logging(io.StringIO())
-    factory = logging.getLogRecordFactory()
-    handler = logging.root.handlers[0]
-    try:
-        assert logs.own_handler() is handler
-        if change == "handler":
-            logs.access_log.addHandler(logging.NullHandler())
-        elif change == "logger filter":
-            logs.access_log.addFilter(lambda record: True)
-        elif change == "handler filter":
-            handler.addFilter(lambda record: True)
-        elif change == "formatter":
-            handler.setFormatter(logs.TextFormatter())
-        elif change == "record factory":
-            logging.setLogRecordFactory(lambda *a, **k: logging.LogRecord(*a, **k))
-        elif change == "no propagation":
-            logs.access_log.propagate = False
-        elif change == "level":
-            handler.setLevel(logging.WARNING)
-        else:
-            assert logs.own_handler() is handler  # a logger between, on its own, changes nothing
-            logging.getLogger("kiln").addHandler(logging.NullHandler())
-        assert logs.own_handler() is None
-    finally:
-        logging.getLogger("kiln").handlers.clear()
-        logging.setLogRecordFactory(factory)
-        logs.access_log.handlers.clear()
-        logs.access_log.filters.clear()
-        logs.access_log.propagate = True
-        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
-
-
-def test_requests_log_the_same_line_either_way(tmp_path: Path) -> None:
-    import io
-
-    from runtime.testing import client
-
-    lines = []
-    for direct in (True, False):
-        stream = io.StringIO()
-        _kiln_logging(stream)
-        try:
-            if not direct:
-                logging.root.handlers[0].addFilter(lambda record: True)
-            client(SERVICES / "basic").get("/api/v1.0/health/live", headers={"X-Request-ID": "r-1"})
-        finally:
-            logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
-        line = json.loads([x for x in stream.getvalue().splitlines() if "kiln.access" in x][-1])
-        line["time"] = line["duration_ms"] = line["message"] = None
-        lines.append(line)
-    assert lines[0] == lines[1] and lines[0]["request_id"] == "r-1"

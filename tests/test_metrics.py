@@ -17,9 +17,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 import runtime
-from runtime import metrics
+from runtime.observability import metrics
 from runtime.server import merge_hooks
-from runtime.testing import client
+from runtime.testing import client, make_app
 from tests.support import SERVICES, Server, wait_for
 
 ITEMS = "/items/<int:item_id>"
@@ -96,11 +96,14 @@ def test_request_and_predict_metrics_are_exactly_the_latency_histograms_series()
     assert families["kiln_predict_duration_seconds"] == "histogram"
 
 
-def test_record_reload_counts_reloads() -> None:
-    app = client(SERVICES / "observed")
-    before = total(app.get("/metrics").text, "kiln_reloads_total", result="failed")
-    metrics.record_reload(ok=False)
-    assert total(app.get("/metrics").text, "kiln_reloads_total", result="failed") == before + 1
+def test_collectors_added_by_other_parts_are_served() -> None:
+    from prometheus_client.core import GaugeMetricFamily
+
+    app = make_app(SERVICES / "observed")
+    family = GaugeMetricFamily("kiln_test_extra", "A figure another process keeps.")
+    family.add_metric([], 3)
+    metrics.add_collector(app, lambda: [family])
+    assert total(app.test_client().get("/metrics").text, "kiln_test_extra") == 3
 
 
 def test_log_metric_is_a_gauge_with_labels() -> None:
@@ -221,25 +224,3 @@ def test_hooks_of_one_name_run_in_turn_with_the_arity_gunicorn_checks() -> None:
         config.set(name, hook)  # raises TypeError on a wrong arity
     config.child_exit(None, None)
     assert calls == ["metrics", "reload"]
-
-
-def test_kiln_observes_latency_as_prometheus_client_observes_it() -> None:
-    from prometheus_client import CollectorRegistry, Histogram
-
-    from runtime.metrics import BUCKETS, _observer
-
-    registry = CollectorRegistry()
-    ours = Histogram("ours", "d", ["route"], buckets=BUCKETS, registry=registry).labels("/r")
-    theirs = Histogram("theirs", "d", ["route"], buckets=BUCKETS, registry=registry).labels("/r")
-    observe = _observer(ours)
-    assert observe != ours.observe  # the direct writer, not the fallback
-    for seconds in (0.0, 0.001, 0.005, 0.0050001, 0.01, 0.3, 1.0, 59.9, 60.0, 61.0, 1e9):
-        observe(seconds)
-        theirs.observe(seconds)
-
-    def samples(name: str) -> list[tuple[str, dict[str, str], float]]:
-        family = next(f for f in registry.collect() if f.name == name)
-        return [(s.name[len(name):], s.labels, s.value) for s in family.samples
-                if not s.name.endswith("_created")]
-
-    assert samples("ours") == samples("theirs") and len(samples("ours")) == len(BUCKETS) + 2

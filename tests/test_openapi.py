@@ -12,8 +12,9 @@ import yaml
 from click.testing import CliRunner
 from openapi_spec_validator import validate
 
-from runtime import docs, openapi
 from runtime.cli import cli
+from runtime.docs import openapi
+from runtime.docs import ui as docs
 from runtime.errors import KilnError
 from runtime.specs import service_document
 from runtime.testing import make_app

@@ -12,6 +12,7 @@ import requests
 
 from tests.editors import SAVES, in_place
 from tests.support import SERVICES, Server, wait_for
+from tests.test_metrics import total
 
 MARKER = '{"version": 1}'
 NEW_ROUTE = '''
@@ -109,6 +110,10 @@ def test_a_broken_save_keeps_the_previous_code(serve: Callable[..., Server], ser
     in_place(routes_file(service), version_source(service, 3))
     wait_served(server, 3)
     assert reload_error(server) is None
+    # Counted by the master, served by whichever worker answers /metrics.
+    metrics = server.get("/metrics").text
+    assert total(metrics, "kiln_reloads_total", result="failed") == 1
+    assert total(metrics, "kiln_reloads_total", result="ok") == 1
 
 
 def test_service_yaml_edits_reload(serve: Callable[..., Server], service: Path) -> None:

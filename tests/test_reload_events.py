@@ -21,9 +21,10 @@ from watchdog.events import (
 
 from runtime.cli import cli
 from runtime.config import load_service
-from runtime.reload import Reloader, changed, read_error, watched
-from runtime.reload_check import Checker
-from runtime.server import ServiceApplication, options
+from runtime.dev.reload import Reloader, changed, read_error, watched
+from runtime.dev.reload_check import Checker
+from runtime.server import ServiceApplication
+from runtime.serving.settings import options
 from tests.support import SERVICES
 
 ROOT = Path("/srv/svc")

@@ -143,10 +143,6 @@ def _no_debris(folder: Path) -> None:
     assert debris == []
 
 
-def _has_docs(installed: Installed) -> bool:
-    return (_purelib(installed.venv) / "runtime" / "docs.py").is_file()
-
-
 def test_custom_service_from_the_wheel(installed: Installed, tmp_path: Path) -> None:
     assert "new-service" in installed.ok(installed.bin("kiln"), "--help")
     assert "new-service" in installed.ok(installed.bin("scaffold"), "--help")
@@ -167,9 +163,6 @@ def test_custom_service_from_the_wheel(installed: Installed, tmp_path: Path) -> 
         assert server.post("/add-numbers", json={"num1": 2, "num2": 5}).json() == {"result": 7}
         status = server.get("/api/v1.0/health/status")
         assert status.status_code == 200 and status.json()["service"] == "demo-svc"
-        if not _has_docs(installed):
-            pytest.skip("the docs routes (runtime/docs.py) are not in this kiln yet; "
-                        "/docs/specs.json is checked once they are")
         _check_specs(server.get("/docs/specs.json"))
     finally:
         server.stop()

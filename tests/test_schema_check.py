@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft4Validator
 
-from runtime.schema_check import compile_check
-from runtime.validation import FORMATS
+from runtime.docs.schema_check import compile_check
+from runtime.docs.validation import FORMATS
 
 OBJECT = {"type": "object", "required": ["a"], "additionalProperties": False,
           "properties": {"a": {"type": "integer", "minimum": 0, "exclusiveMinimum": True},

@@ -162,7 +162,7 @@ def test_gunicorn_threads_from_yaml_and_env_wins(configured):
     threads = {configured.get("/whoami").json()["thread"] for _ in range(20)}
     assert threads  # served from gthread's pool
     from runtime.config import load_service
-    from runtime.server import options
+    from runtime.serving.settings import options
     from tests.support import SERVICES
 
     settings = options(load_service(SERVICES / "configured"), "127.0.0.1", 1,

@@ -10,7 +10,7 @@ import pytest
 import requests
 from requests_aws4auth import AWS4Auth
 
-from runtime import sigv4
+from runtime.security import sigv4
 from runtime.testing import client
 from tests.support import SERVICES, Server, serving
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from runtime.docs.validation import to_json_schema
 from runtime.testing import make_app
-from runtime.validation import to_json_schema
 from tests.support import SERVICES
 
 ITEM = {"name": "lamp", "price": 12.5}

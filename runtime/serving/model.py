@@ -7,10 +7,33 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
 from runtime.errors import UserCodeError
+
+
+def import_class(root: Path, path: str) -> Any:
+    """The class `module:Class` names, its module looked up in the service folder ROOT first."""
+    module, _, name = path.partition(":")
+    folder = str(root.resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # mymodel.py beside service.yaml, as `python -m` would see it
+    try:
+        found = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name != module.split(".")[0] and err.name != module:
+            raise UserCodeError(f"model {path}: {module} imports a missing module: {err}") from err
+        raise UserCodeError(f"model {path}: no module {module!r} in {root} or installed; "
+                            f"put {module.replace('.', '/')}.py beside service.yaml") from err
+    except Exception as err:
+        raise UserCodeError(f"model {path}: importing {module} failed: "
+                            f"{type(err).__name__}: {err}") from err
+    try:
+        return getattr(found, name)
+    except AttributeError as err:
+        raise UserCodeError(f"model {path}: {module} has no {name!r}") from err
 
 
 class ModelPredictor:
@@ -23,12 +46,7 @@ class ModelPredictor:
 
     def load(self) -> None:
         if ":" in self.path and not (self.root / self.path).exists():
-            module, _, name = self.path.partition(":")
-            try:
-                cls = getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError) as err:
-                raise UserCodeError(f"model {self.path}: cannot import: {err}") from err
-            self.model = cls()
+            self.model = import_class(self.root, self.path)()
         else:
             file = self.root / self.path
             if not file.is_file():

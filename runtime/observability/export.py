@@ -11,9 +11,9 @@ from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-from runtime.capture import capture_settings, read_lines
 from runtime.config import SERVICE_FILE, load_service
 from runtime.errors import KilnError
+from runtime.observability.capture import capture_settings, read_lines
 
 COLUMNS = ("request_id", "time", "service", "version", "method", "route", "status",
            "duration_ms", "input", "prediction", "feedback", "feedback_time")

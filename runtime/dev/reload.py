@@ -3,7 +3,7 @@
 Lifecycle: gunicorn's master calls `Reloader.when_ready` once its socket listens. From then
 on a watchdog observer (a polling one with --poll) reports saves in the service folder;
 after a short quiet spell the reloader hashes the watched files and, when they changed,
-asks a checker process (runtime/reload_check.py) whether the code imports and builds its
+asks a checker process (runtime/dev/reload_check.py) whether the code imports and builds its
 app and spec. Good code: SIGHUP to the master, which boots new workers and lets the old
 ones finish their requests. Broken code: the workers keep serving the last good code, the
 error is logged, and a small state file, named by KILN_RELOAD_STATE, carries it to every
@@ -27,8 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from runtime.dev.reload_check import Checker, warm_up
 from runtime.errors import KilnError
-from runtime.reload_check import Checker, warm_up
+from runtime.observability.metrics import add_collector
 
 #: Names the workers read the state file from (set by the master before it forks).
 STATE_ENV = "KILN_RELOAD_STATE"
@@ -89,11 +90,32 @@ def changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
 
 
-def write_state(path: Path, error: str | None) -> None:
-    """Record the current reload error for the workers, atomically."""
+def write_state(path: Path, error: str | None, reloads: dict[str, int] | None = None) -> None:
+    """Record the current reload error and the reloads so far for the workers, atomically."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"reload_error": error}))
+    tmp.write_text(json.dumps({"reload_error": error, "reloads": reloads or {}}))
     os.replace(tmp, path)
+
+
+def read_reloads(path: Path) -> dict[str, int]:
+    """The reloads the master counted, by result (ok, failed)."""
+    try:
+        counts = json.loads(path.read_text()).get("reloads") or {}
+    except (OSError, ValueError):
+        return {}
+    return {str(k): int(v) for k, v in counts.items()}
+
+
+def reload_metrics(path: Path) -> list[Any]:
+    """`kiln_reloads_total{result}` from the master's state file, for /metrics."""
+    from prometheus_client.core import CounterMetricFamily
+
+    family = CounterMetricFamily("kiln_reloads", "Hot reloads of the service's code.",
+                                 labels=("result",))
+    counts = read_reloads(path)
+    for result in ("ok", "failed"):
+        family.add_metric([result], counts.get(result, 0))
+    return [family]
 
 
 def read_error(path: Path) -> str | None:
@@ -108,11 +130,13 @@ def read_error(path: Path) -> str | None:
 def init_app(app: Any, service: Any) -> None:
     """Under --reload, add `reload_error` (null when the last save was good) to the status route.
 
-    Called in each gunicorn worker (runtime/server.py), where the master's variable is set.
+    Also serve the reloads the master counted as kiln_reloads_total. Called in each gunicorn
+    worker (the post_worker_init hook of `hooks`), where the master's variable is set.
     """
     path = os.environ.get(STATE_ENV)
     if path:
         service.status_hooks.append(lambda: {"reload_error": read_error(Path(path))})
+        add_collector(app, lambda: reload_metrics(Path(path)))
 
 
 def hooks(root: str | Path, *, poll: bool = False) -> dict[str, Callable[..., Any]]:
@@ -123,7 +147,12 @@ def hooks(root: str | Path, *, poll: bool = False) -> dict[str, Callable[..., An
         raise KilnError("kiln serve --reload needs the watchdog package "
                         "(pip install 'watchdog>=6')") from err
     reloader = Reloader(Path(root), poll=poll)
-    return {"when_ready": reloader.when_ready}
+    return {"when_ready": reloader.when_ready, "post_worker_init": _post_worker_init}
+
+
+def _post_worker_init(worker: Any) -> None:
+    """In each worker: the status route reports the last reload's error."""
+    init_app(worker.wsgi, worker.wsgi.extensions["kiln"])
 
 
 class Reloader:
@@ -143,6 +172,8 @@ class Reloader:
         self.debounce = debounce
         self.checker = Checker(timeout)
         self.error: str | None = None
+        #: Reloads by result, served as kiln_reloads_total by the workers.
+        self.counts = {"ok": 0, "failed": 0}
         self.log: Any = _log
         self._cond = threading.Condition()
         self._due: float | None = None
@@ -308,6 +339,7 @@ class Reloader:
         error = self.checker.check(self.root)
         seconds = time.monotonic() - began
         if error is not None:
+            self.counts["failed"] += 1
             self._set_error(error)
             self.log.error("kiln reload: %s: the edit does not work, still serving the "
                            "previous code: %s", files, error)
@@ -319,11 +351,13 @@ class Reloader:
         self.log.info("kiln reload: %s changed, checked in %.2f s, reloading workers",
                       files, seconds)
         if self.reload is not None:
+            self.counts["ok"] += 1
+            self._set_error(None)
             self.reload()
 
     def _set_error(self, error: str | None) -> None:
         self.error = error
-        write_state(self.state, error)
+        write_state(self.state, error, self.counts)
 
 
 class _Handler:

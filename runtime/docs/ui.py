@@ -19,8 +19,8 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, redirect
 
-from runtime import openapi, validation
-from runtime.routes import DOCS
+from runtime.docs import openapi, validation
+from runtime.serving.lifecycle import lifecycle
 
 log = logging.getLogger("kiln.docs")
 KEY = "kiln_docs"
@@ -97,10 +97,7 @@ def document(app: Flask) -> openapi.Document:
     return cache.document
 
 
-def _app() -> Flask:
-    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-    return app
-
+DOCS = "/docs"
 
 docs = Blueprint("kiln_docs", __name__, url_prefix=DOCS, static_folder=UI_STATIC,
                  static_url_path="/static")
@@ -121,7 +118,7 @@ def ui() -> Response:
 
 @docs.get("/specs.json")
 def specs() -> Any:
-    return current_app.json.response(document(_app()).spec)
+    return current_app.json.response(document(current_app).spec)
 
 
 def init_app(app: Flask, service: Any) -> None:
@@ -129,4 +126,6 @@ def init_app(app: Flask, service: Any) -> None:
     app.extensions.setdefault(KEY, _Cache())
     if service.config.get("docs"):
         app.register_blueprint(docs)
+        for endpoint in ("to_ui", "ui", "specs", "static"):
+            lifecycle(app).mark(f"{docs.name}.{endpoint}", "docs")
     validation.init_app(app, lambda: document(app).spec)

@@ -28,9 +28,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from werkzeug.routing import Rule
 
-from runtime import builtin_docs
 from runtime.config import ServiceConfig
-from runtime.loader import BLUEPRINT
+from runtime.serving.loader import BLUEPRINT
+from runtime.serving.responses import OPERATIONS_ATTR
 
 OPENAPI_VERSION = "3.0.3"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -238,13 +238,15 @@ class _Builder:
             prefix = self.user_prefix
             if prefix and (rule.endpoint == prefix or rule.endpoint.startswith(prefix + ".")):
                 yield rule, view, True
-            elif rule.rule in builtin_docs.OPERATIONS:
+            elif getattr(view, OPERATIONS_ATTR, None) and not rule.rule.endswith("/"):
+                # A built-in route documents itself; its trailing-slash twin answers the same.
                 yield rule, view, False
 
     def add_builtin(self, rule: Rule) -> None:
         allowed = {m.lower() for m in rule.methods or ()}
+        view = self.app.view_functions[rule.endpoint]
         operations = {m: copy.deepcopy(op) for m, op in
-                      builtin_docs.OPERATIONS[rule.rule].items() if m in allowed}
+                      getattr(view, OPERATIONS_ATTR).items() if m in allowed}
         if operations:
             self.spec.path(path=openapi_path(rule.rule), operations=operations)
 

@@ -15,7 +15,7 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from urllib.parse import parse_qs, quote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -125,7 +125,7 @@ def signature(secret: str, request: SignedRequest, auth: Authorization, body_has
 
 def _check_time(amz_date: str, scope_date: str, now: datetime) -> None:
     try:
-        stamp = datetime.strptime(amz_date, AMZ_DATE).replace(tzinfo=UTC)
+        stamp = datetime.strptime(amz_date, AMZ_DATE).replace(tzinfo=timezone.utc)
     except ValueError as err:
         raise SignatureError("x-amz-date is missing or not YYYYMMDDTHHMMSSZ") from err
     if scope_date != amz_date[:8]:
@@ -150,7 +150,7 @@ def verify(request: SignedRequest, keys: Mapping[str, str], *, service: str,
     if auth.service != service or (region is not None and auth.region != region):
         raise SignatureError(f"credential scope {auth.region}/{auth.service} is not accepted")
     _check_time(request.headers.get("x-amz-date", ""), auth.date,
-                now or datetime.now(UTC))
+                now or datetime.now(timezone.utc))
     claimed = request.headers.get("x-amz-content-sha256", "")
     actual = hashlib.sha256(request.body).hexdigest()
     if not hmac.compare_digest(claimed.encode(), actual.encode()):

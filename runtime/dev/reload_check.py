@@ -2,7 +2,7 @@
 
 The gunicorn master must never import the user's code (a HUP would then serve stale
 modules), so checks run in another process. `Checker` keeps one warm interpreter
-(`python -m runtime.reload_check`) that has imported the runtime and its frameworks but
+(`python -m runtime.dev.reload_check`) that has imported the runtime and its frameworks but
 never the user's code; each check forks a child of it, so a check costs only the user's own
 imports, and each child sees the files as they are now. Requests and answers are JSON lines
 on that interpreter's stdin and stdout.
@@ -23,8 +23,8 @@ import runtime
 from runtime.errors import KilnError
 
 #: Runtime modules worth importing before any user code: frameworks cost most of a boot.
-WARM_MODULES = ("runtime.app", "runtime.server", "runtime.openapi", "runtime.docs",
-                "runtime.validation", "flask.testing", "marshmallow", "yaml")
+WARM_MODULES = ("runtime.app", "runtime.server", "runtime.docs.openapi", "runtime.docs.ui",
+                "runtime.docs.validation", "flask.testing", "marshmallow", "yaml")
 SPECS = "/docs/specs.json"
 
 
@@ -43,7 +43,7 @@ def check_service(root: Path) -> None:
     """Raise if the service in ROOT would not serve: service.yaml, gunicorn settings, code, spec."""
     from runtime.app import create_app, service_of
     from runtime.config import load_service
-    from runtime.server import options
+    from runtime.serving.settings import options
 
     config = load_service(root)
     options(config, "127.0.0.1", 8080, cpus=1)
@@ -71,7 +71,7 @@ def _check_spec(app: Any) -> None:
 
 def message(err: BaseException, root: Path) -> str:
     """One line for the log and the status route, naming the user's file and line."""
-    from runtime.loader import describe
+    from runtime.serving.loader import describe
 
     if isinstance(err, KilnError):
         return str(err)
@@ -154,7 +154,7 @@ class Checker:
         # Two saves of one size within one second would otherwise reuse a stale .pyc.
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "runtime.reload_check"], stdin=subprocess.PIPE,
+            [sys.executable, "-m", "runtime.dev.reload_check"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, env=env, text=True, bufsize=1)
 
     def check(self, root: Path) -> str | None:

@@ -1,4 +1,4 @@
-"""The routes every service has: predict and the three health routes."""
+"""The predict route: `{"input": X}` in, `{"prediction": ..., "request_id": ...}` out."""
 from __future__ import annotations
 
 import base64
@@ -10,23 +10,52 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, stream_with_context
 
-from runtime.bounded import FutureTimeout, Pool, call_bounded
-from runtime.lifecycle import current
-from runtime.responses import error
+from runtime.serving import API
+from runtime.serving.lifecycle import current, lifecycle
+from runtime.serving.responses import TAG, documented, error, error_doc
+from runtime.serving.timeouts import FutureTimeout, Pool, call_bounded
 
-# The paths of every route the runtime serves, here once for all its modules.
-API = "/api/v1.0"
 PREDICT = f"{API}/predict"
-HEALTH = f"{API}/health"
-FEEDBACK = f"{API}/feedback"
-METRICS = "/metrics"
-DOCS = "/docs"
+ENDPOINT = "kiln.predict"
 
 builtin = Blueprint("kiln", __name__)
 
+BODY: dict[str, Any] = {
+    "type": "object",
+    "required": ["input"],
+    "properties": {
+        "input": {
+            "description": "A list calls predict(*input); any other value calls predict(input). "
+                           "With predict.accepts_file, base64 strings decoded to files.",
+        },
+    },
+    "example": {"input": [1, 2]},
+}
+OPERATIONS: dict[str, dict[str, Any]] = {"post": {
+    "tags": [TAG],
+    "summary": "Run the service's predict()",
+    "operationId": "kiln_predict",
+    "requestBody": {"required": True, "content": {"application/json": {"schema": BODY}}},
+    "responses": {
+        "200": {"description": "The prediction; NDJSON lines when predict() yields.",
+                "content": {
+                    "application/json": {"schema": {
+                        "type": "object",
+                        "properties": {"prediction": {}, "request_id": {"type": "string"}},
+                        "required": ["prediction", "request_id"]}},
+                    "application/x-ndjson": {"schema": {"type": "string"}}}},
+        "400": error_doc("The body is not {\"input\": ...}, or not valid base64."),
+        "413": error_doc("The body is larger than flask MAX_CONTENT_LENGTH."),
+        "415": error_doc("The body is not JSON."),
+        "500": error_doc("predict() raised an exception."),
+        "503": error_doc("load() has not finished, or failed."),
+        "504": error_doc("predict() took longer than predict.timeout."),
+    },
+}}
+
 
 class Predictor:
-    """Calls preprocess and predict for one request, bounded by predict.timeout (runtime/bounded.py)."""
+    """Calls preprocess and predict for one request, bounded by predict.timeout (runtime/serving/timeouts.py)."""
 
     def __init__(self, predict: Callable[..., Any], preprocess: Callable[..., Any] | None,
                  timeout: float, accepts_file: bool):
@@ -85,9 +114,9 @@ def _stream(items: Iterator[Any], paths: list[str]) -> Iterator[str]:
 
 @builtin.post(PREDICT)
 @builtin.post(PREDICT + "/")
+@documented(OPERATIONS)
 def predict() -> Any:
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    kiln = app.extensions["kiln"]
+    kiln = current_app.extensions["kiln"]
     if not kiln.health.ready:
         return error(503, f"not ready: {kiln.health.reason()}")
     now = current()
@@ -117,39 +146,10 @@ def predict() -> Any:
                         mimetype="application/x-ndjson")
     if paths:
         _remove(paths)
-    return app.json.response({"prediction": result, "request_id": now.id})
-
-
-def _health_body(ok: bool, **extra: Any) -> dict[str, Any]:
-    kiln = current_app.extensions["kiln"]
-    body = {"status": "ok" if ok else "unavailable", "service": kiln.config.id,
-            "version": kiln.config.version, **extra}
-    if not ok:
-        body["reason"] = kiln.health.reason()
-    return body
-
-
-@builtin.get(f"{HEALTH}/status")
-@builtin.get(f"{HEALTH}/status/")
-def status() -> Any:
-    kiln = current_app.extensions["kiln"]
-    ok = kiln.health.ready
-    extra = {"gpu": kiln.gpu(), **kiln.status_extra()}
-    return _health_body(ok, **extra), 200 if ok else 503
-
-
-@builtin.get(f"{HEALTH}/startup")
-@builtin.get(f"{HEALTH}/startup/")
-def startup() -> Any:
-    finished = current_app.extensions["kiln"].health.finished.is_set()
-    return _health_body(finished, started=finished), 200 if finished else 503
-
-
-@builtin.get(f"{HEALTH}/live")
-@builtin.get(f"{HEALTH}/live/")
-def live() -> Any:
-    return {"status": "ok"}
+    return current_app.json.response({"prediction": result, "request_id": now.id})
 
 
 def init_app(app: Flask) -> None:
+    """Serve the predict route."""
     app.register_blueprint(builtin)
+    lifecycle(app).mark(ENDPOINT, "predict")

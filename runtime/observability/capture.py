@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -27,14 +27,20 @@ from flask import Flask, Response, current_app, request
 
 from runtime.config import ServiceConfig
 from runtime.errors import ConfigError
-from runtime.lifecycle import UNMATCHED, Current, lifecycle
-from runtime.loader import BLUEPRINT
-from runtime.responses import JSONProvider, error
-from runtime.routes import FEEDBACK
+from runtime.serving import API
+from runtime.serving.lifecycle import UNMATCHED, Current, lifecycle
+from runtime.serving.loader import BLUEPRINT
+from runtime.serving.predict import ENDPOINT as PREDICT_ENDPOINT
+from runtime.serving.responses import TAG, JSONProvider, documented, error, error_doc
 
+FEEDBACK = f"{API}/feedback"
 FEEDBACK_ENDPOINT = "kiln_feedback"
 #: Endpoints whose calls are captured: predict, and the service's own routes.
-CAPTURED = ("kiln.predict",)
+CAPTURED = (PREDICT_ENDPOINT,)
+#: Statuses whose request bodies are never kept: the caller was not let in.
+REFUSED = frozenset((401, 403, 413))
+#: How much of a streamed answer a capture line keeps.
+MAX_STREAM_BYTES = 1024 * 1024
 USER_BLUEPRINT = BLUEPRINT + "."
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 #: How far back feedback looks for the request it names.
@@ -208,14 +214,39 @@ class Capture:
             req["query"] = clean_query(request.args)
         resp: dict[str, Any] = {"headers": clean_headers(response.headers)}
         if self.settings.bodies:
-            if response.status_code != 413:  # too large: answered without reading the body
+            if response.status_code not in REFUSED:  # 413: answered without reading the body
                 req.update(body(request.get_data(cache=True), request.is_json))
             if response.is_streamed or response.direct_passthrough:
-                resp["streamed"] = True  # reading it here would consume the stream
+                resp["streamed"] = True  # the body is added as it streams: see `streamed`
             else:
                 resp.update(body(response.get_data(), response.is_json))
         out["request"], out["response"] = req, resp
         return out
+
+    def streamed(self, record: dict[str, Any], chunks: Iterable[Any]) -> Iterator[Any]:
+        """Pass a streamed answer's chunks on, and write RECORD with them once it has ended.
+
+        At most MAX_STREAM_BYTES of the answer are kept (`truncated` says when more went out);
+        a stream the client left early is written with what was sent.
+        """
+        kept: list[bytes] = []
+        size = 0
+        try:
+            for chunk in chunks:
+                data = chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+                if size < MAX_STREAM_BYTES:
+                    kept.append(data[:MAX_STREAM_BYTES - size])
+                size += len(data)
+                yield chunk
+        finally:
+            close = getattr(chunks, "close", None)
+            if callable(close):
+                close()
+            text = b"".join(kept).decode("utf-8", "replace")
+            record["response"]["text"] = text
+            if size > MAX_STREAM_BYTES:
+                record["response"]["truncated"] = True
+            self.write(record)
 
     def write(self, record: dict[str, Any]) -> None:
         self.requests.write(dumps(record), now())
@@ -273,10 +304,27 @@ def _captured(endpoint: str | None) -> bool:
 
 def _finished(current: Current, response: Response) -> None:
     capture = _capture()
-    if capture is not None and _captured(current.endpoint):
-        capture.write(capture.record(current, response))
+    if capture is None or not _captured(current.endpoint):
+        return
+    record = capture.record(current, response)
+    if record["response"].get("streamed"):
+        response.response = capture.streamed(record, response.response)
+    else:
+        capture.write(record)
 
 
+@documented({"post": {
+    "tags": [TAG],
+    "summary": "Store feedback for the request named by the Request-ID header",
+    "operationId": "kiln_feedback",
+    "parameters": [{"in": "header", "name": "Request-ID", "required": False,
+                    "schema": {"type": "string"},
+                    "description": "The X-Request-ID of the prediction this is about."}],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}},
+    "responses": {"200": {"description": "Stored."},
+                  "400": error_doc("No Request-ID, or the body is not JSON."),
+                  "default": error_doc("Not stored.")},
+}})
 def feedback() -> Any:
     """Store any JSON as the feedback on the request named by the Request-ID header."""
     capture = _capture()

@@ -1,9 +1,9 @@
 """Refuse a JSON body that does not match its route's documented requestBody, before user code.
 
-The schemas come from the service's OpenAPI document (runtime/openapi.py), turned into JSON
+The schemas come from the service's OpenAPI document (runtime/docs/openapi.py), turned into JSON
 Schema once per app: OpenAPI 3.0's `nullable` becomes a `null` type, `$ref`s to components
 are inlined, and readOnly properties are not required in a request. A body is checked by a
-check compiled once (runtime/schema_check.py), a few microseconds, so the predict path stays
+check compiled once (runtime/docs/schema_check.py), a few microseconds, so the predict path stays
 cheap; only a body found invalid goes through jsonschema's Draft 4 validator (the draft
 OpenAPI 3.0 schemas follow) for messages that name the fields.
 """
@@ -22,10 +22,10 @@ from flask import Flask, Response
 from jsonschema import Draft4Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
-from runtime.lifecycle import UNMATCHED, Current, lifecycle
-from runtime.openapi import openapi_path
-from runtime.responses import error
-from runtime.schema_check import compile_check
+from runtime.docs.openapi import openapi_path
+from runtime.docs.schema_check import compile_check
+from runtime.serving.lifecycle import UNMATCHED, Current, lifecycle
+from runtime.serving.responses import error
 
 log = logging.getLogger("kiln.docs")
 KEY = "kiln_validation"

@@ -12,8 +12,6 @@ Labels never carry raw paths: a request is labelled with its route rule
 """
 from __future__ import annotations
 
-import bisect
-import functools
 import logging
 import os
 import re
@@ -25,17 +23,19 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 
 from runtime.errors import KilnError
-from runtime.lifecycle import Current, lifecycle, process_id
-from runtime.routes import METRICS as ROUTE
-from runtime.routes import PREDICT
+from runtime.serving.lifecycle import Current, lifecycle, route_label
+from runtime.serving.predict import PREDICT
+from runtime.serving.responses import TAG, documented
 
 log = logging.getLogger("kiln.metrics")
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
+ROUTE = "/metrics"
 ENDPOINT = "kiln_metrics"
+COLLECTORS = "kiln_metrics_collectors"
 USER_PREFIX = "kiln_user_"
 MAX_USER_METRICS = 200
 #: Latency buckets (seconds): from a fast in-memory predict to a slow model.
@@ -49,7 +49,7 @@ REQUESTS = ("kiln_http_requests_total",
             "HTTP requests answered, by route rule, method and status class.")
 PREDICTIONS = ("kiln_predictions_total", "Calls of the predict route, by status class.")
 PREDICT_LATENCY = ("kiln_predict_duration_seconds", "Time to answer the predict route.")
-PREDICT_RULES = frozenset((PREDICT, PREDICT + "/"))
+PREDICT_ROUTE = route_label(PREDICT)
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 
@@ -102,22 +102,11 @@ def _remove_orphans(base: Path) -> None:
 
 
 def on_starting(server: Any) -> None:
-    """gunicorn hook, in the master before any worker forks: a fresh metrics folder.
-
-    prometheus_client asks for the process id on every write of a value, to notice a fork,
-    and os.getpid() is a system call each time: four per request. Here, before any metric
-    exists in any process, its value class is made with a pid kept by an at-fork hook
-    instead; every worker, and the user's own metrics in it, use that one class.
-    """
-    imported = "prometheus_client.values" in sys.modules
-    if imported:
+    """gunicorn hook, in the master before any worker forks: a fresh metrics folder."""
+    if "prometheus_client" in sys.modules and not os.environ.get(ENV):
         log.warning("prometheus_client was imported before %s was set: metrics of the "
                     "master process stay in memory", ENV)
     prepare_multiprocess_dir()
-    if not imported:  # else metrics may exist already, on the class made at that import
-        from prometheus_client import values
-
-        values.ValueClass = values.MultiProcessValue(process_identifier=process_id)
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -144,11 +133,12 @@ class Metrics:
     """kiln's own metrics, created once per process after PROMETHEUS_MULTIPROC_DIR is known."""
 
     def __init__(self) -> None:
-        from prometheus_client import Counter, Gauge, Histogram, values
+        from prometheus_client import Gauge, Histogram, values
 
-        self.multiprocess = bool(getattr(values.ValueClass, "_multiprocess", False))
+        #: prometheus_client chose file-backed values when it was first imported with ENV set.
+        self.multiprocess = values.ValueClass is not values.MutexValue
         # kiln_http_requests_total and the predict route's metrics are derived from this
-        # histogram at scrape time (_Derived): one observation per request writes 2 values.
+        # histogram at scrape time (_Derived): one observation per request.
         self.latency = Histogram(LATENCY, "Time to answer an HTTP request, by route rule.",
                                  LABELS, buckets=BUCKETS)
         self.in_flight = Gauge("kiln_http_requests_in_progress",
@@ -157,47 +147,13 @@ class Metrics:
         self.load_seconds = Gauge("kiln_model_load_seconds",
                                   "Seconds the service's load() took, the slowest live worker.",
                                   multiprocess_mode="livemax")
-        self.reloads = Counter("kiln_reloads_total", "Hot reloads of the service's code.",
-                               ("result",))
-        self.user: dict[str, Any] = {}
+        #: full name -> (gauge, its label names): log_metric's gauges.
+        self.user: dict[str, tuple[Any, tuple[str, ...]]] = {}
         self.lock = threading.Lock()
-        # (route, method, status) -> the observe function of that histogram child.
-        self._series: dict[tuple[str, str, str], Callable[[float], None]] = {}
-        value = getattr(self.in_flight, "_value", None)
-        self.started: Callable[[], None] = self.in_flight.inc
-        self.ended: Callable[[], None] = self.in_flight.dec
-        if value is not None and callable(getattr(value, "inc", None)):
-            self.started = functools.partial(value.inc, 1)
-            self.ended = functools.partial(value.inc, -1)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method if method in METHODS else "other", f"{status // 100}xx")
-        series = self._series.get(key)
-        if series is None:
-            series = self._series[key] = _observer(self.latency.labels(*key))
-        series(seconds)
-
-
-def _observer(child: Any) -> Callable[[float], None]:
-    """`child.observe`, less its checks and its walk over the bucket bounds.
-
-    prometheus_client's Histogram.observe checks the labels and walks the bounds in Python on
-    every call, and Gauge.inc checks them too (about 10k instructions per request in all);
-    for kiln's own, fully labelled metrics the values are written directly, the bucket found
-    by bisection (durations are never NaN). A prometheus_client without these attributes
-    gets its own observe.
-    """
-    total = getattr(child, "_sum", None)
-    buckets = getattr(child, "_buckets", None)
-    bounds = tuple(getattr(child, "_upper_bounds", ()))
-    if total is None or not isinstance(buckets, list) or len(buckets) != len(bounds) or not bounds:
-        return child.observe  # type: ignore[no-any-return]
-
-    def observe(seconds: float) -> None:
-        total.inc(seconds)
-        buckets[bisect.bisect_left(bounds, seconds)].inc(1)
-
-    return observe
+        self.latency.labels(route, method if method in METHODS else "other",
+                            f"{status // 100}xx").observe(seconds)
 
 
 _metrics: Metrics | None = None
@@ -214,9 +170,13 @@ def metrics() -> Metrics:
     return _metrics
 
 
-def record_reload(ok: bool = True) -> None:
-    """Count one hot reload of the service's code (the reload helper calls this)."""
-    metrics().reloads.labels("ok" if ok else "failed").inc()
+def add_collector(app: Flask, collect: Callable[[], Iterable[Any]]) -> None:
+    """Serve the metric families COLLECT yields at scrape time in /metrics, beside kiln's own.
+
+    For figures another process keeps (the reloader in the gunicorn master, say): the
+    collector reads them when /metrics is asked, in the worker that answers.
+    """
+    app.extensions.setdefault(COLLECTORS, []).append(collect)
 
 
 def log_metric(name: str, value: float, **labels: Any) -> None:
@@ -251,26 +211,26 @@ def _user_gauge(full: str, names: tuple[str, ...]) -> Any:
 
     m = metrics()
     with m.lock:
-        gauge = m.user.get(full)
-        if gauge is None:
+        known = m.user.get(full)
+        if known is None:
             if len(m.user) >= MAX_USER_METRICS:
                 raise MetricError(f"log_metric: more than {MAX_USER_METRICS} metric names; "
                                   "use labels for variants of one metric")
             # mostrecent: the value the service logged last, whichever worker logged it.
-            gauge = Gauge(full, "Set by the service's code with runtime.log_metric.", names,
-                          multiprocess_mode="mostrecent")
-            m.user[full] = gauge
-    if tuple(gauge._labelnames) != names:  # prometheus_client has no public accessor
-        raise MetricError(f"log_metric: {full!r} was logged with labels "
-                          f"{list(gauge._labelnames)}, now with {list(names)}; "
-                          "use the same label names every time")
+            known = m.user[full] = (Gauge(full, "Set by the service's code with "
+                                          "runtime.log_metric.", names,
+                                          multiprocess_mode="mostrecent"), names)
+    gauge, first = known
+    if first != names:
+        raise MetricError(f"log_metric: {full!r} was logged with labels {list(first)}, "
+                          f"now with {list(names)}; use the same label names every time")
     return gauge
 
 
 # -- The Flask side --------------------------------------------------------------------------
 
 class _Derived:
-    """A collector: SOURCE's metrics, and those the request latency histogram implies.
+    """A collector: SOURCE's metrics, those the request latency histogram implies, and EXTRA's.
 
     `kiln_http_requests_total` is the histogram's count by the same labels;
     `kiln_predictions_total` and `kiln_predict_duration_seconds` are its series for POST on
@@ -278,14 +238,17 @@ class _Derived:
     writes to the metrics files; derived here, the same figures cost nothing until a scrape.
     """
 
-    def __init__(self, source: Any):
+    def __init__(self, source: Any, extra: Iterable[Callable[[], Iterable[Any]]] = ()):
         self.source = source
+        self.extra = list(extra)
 
     def collect(self) -> Iterator[Any]:
         for family in self.source.collect():
             yield family
             if family.name == LATENCY:
                 yield from derived(family.samples)
+        for collect in self.extra:
+            yield from collect()
 
 
 def derived(samples: Iterable[Any]) -> list[Any]:
@@ -300,7 +263,7 @@ def derived(samples: Iterable[Any]) -> list[Any]:
         kind = sample.name[len(LATENCY):]
         if kind == "_count":
             requests.add_metric([labels[k] for k in LABELS], sample.value)
-        if labels.get("method") != "POST" or labels.get("route") not in PREDICT_RULES:
+        if labels.get("method") != "POST" or labels.get("route") != PREDICT_ROUTE:
             continue
         status = labels["status"]
         if kind == "_bucket":
@@ -317,6 +280,13 @@ def derived(samples: Iterable[Any]) -> list[Any]:
     return [requests, predictions, latency]
 
 
+@documented({"get": {
+    "tags": [TAG],
+    "summary": "Prometheus metrics of all workers",
+    "operationId": "kiln_metrics",
+    "responses": {"200": {"description": "Prometheus text format.",
+                          "content": {"text/plain": {"schema": {"type": "string"}}}}},
+}})
 def exposition() -> Response:
     """/metrics: everything, from all workers' files (multiprocess) or this process."""
     from prometheus_client import REGISTRY, CollectorRegistry
@@ -329,26 +299,22 @@ def exposition() -> Response:
         # Not the default registry: it holds this process's metrics, twice-counted.
         source = MultiProcessCollector(None)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Derived(source))
+    registry.register(_Derived(source, current_app.extensions.get(COLLECTORS, ())))
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return Response(encoder(registry), headers={"Content-Type": content_type})
 
 
 def _started(current: Current) -> None:
     if current.endpoint != ENDPOINT:
-        _metrics_now().started()
-
-
-def _metrics_now() -> Metrics:
-    return _metrics if _metrics is not None else metrics()
+        metrics().in_flight.inc()
 
 
 def _observe(current: Current, status: int) -> None:
     if current.endpoint == ENDPOINT:
         return
     seconds = current.seconds()
-    m = _metrics_now()
-    m.ended()
+    m = metrics()
+    m.in_flight.dec()
     m.observe(current.route, current.method, status, seconds)
 
 
@@ -375,6 +341,7 @@ def init_app(app: Flask, service: Any) -> None:
     hooks.finished.append(_finished)
     hooks.aborted.append(_aborted)
     app.add_url_rule(ROUTE, ENDPOINT, exposition, methods=["GET"])
+    hooks.mark(ENDPOINT, "metrics")
     if not service.health.finished.is_set() or service.health.load_seconds is not None:
         threading.Thread(target=_record_load, args=(service.health,), name="kiln-load-metric",
                          daemon=True).start()

@@ -1,10 +1,8 @@
 """A request's life in kiln: one before, one after and one teardown hook run all of kiln's work.
 
 Request ids, timing, the size limit, auth, body validation, the access log, metrics and
-capture each need a word at the start or the end of every request. Registered as separate
-Flask hooks they cost more than the work itself: Flask checks each hook for a coroutine on
-every call, and each `request.x` or `g.x` goes through a context-local proxy. So the app has
-one `Lifecycle`, and the modules hand it plain functions of the request's `Current`:
+capture each need a word at the start or the end of every request. The app has one
+`Lifecycle`, and the modules hand it plain functions of the request's `Current`:
 
 - `started(current)`: observers (metrics' in-flight gauge); all run, before any gate;
 - `gates(current)`: checks that may answer early (413, 401, 400, 415), in order; the first
@@ -13,12 +11,15 @@ one `Lifecycle`, and the modules hand it plain functions of the request's `Curre
 - `aborted(current)`: an error escaped every handler and no response went through Flask
   (gunicorn answers 500): observers that count every request hear of it here.
 
-The `Current` lives in a context variable for the request, so logging calls in user code
-(and predict's pool threads, which copy the context) see the request id.
+Observers are isolated: one that raises (a full disk under capture, say) is logged once with
+the request id and neither changes the response nor stops the others, and each runs once per
+request. The `Current` lives in a context variable for the request, so logging calls in user
+code (and predict's pool threads, which copy the context) see the request id.
 """
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import re
 import time
@@ -26,9 +27,12 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Request, Response, request
-from werkzeug.datastructures import Headers
+
+log = logging.getLogger("kiln.lifecycle")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+#: Headers a caller's request id is taken from, first found wins (ODAHU sends Request-ID).
+CALLER_ID_KEYS = ("HTTP_X_REQUEST_ID", "HTTP_REQUEST_ID")
 #: The route label of a request that matched no route (404, 405): raw paths never become labels.
 UNMATCHED = "<unmatched>"
 KEY = "kiln_lifecycle"
@@ -38,17 +42,19 @@ _GOOD_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 class Current:
     """The request being answered, as kiln's hooks see it: taken once, read by all."""
 
-    __slots__ = ("answered", "endpoint", "id", "length", "method", "request", "route", "start")
+    __slots__ = ("answered", "endpoint", "environ", "id", "kind", "length", "method", "request",
+                 "route", "start")
 
-    def __init__(self, req: Request):
+    def __init__(self, req: Request, kinds: dict[str, str] | None = None):
         self.request = req
+        self.environ = req.environ
         self.start = time.perf_counter()
-        given = req.environ.get("HTTP_X_REQUEST_ID")
-        # New ids are 32 random hex digits: os.urandom(16).hex() costs a fifth of uuid4().hex.
-        self.id: str = given if given and _GOOD_ID.fullmatch(given) else os.urandom(16).hex()
+        self.id: str = caller_id(req.environ) or os.urandom(16).hex()
         rule = req.url_rule
-        self.route: str = rule.rule if rule is not None else UNMATCHED
+        self.route: str = route_label(rule.rule) if rule is not None else UNMATCHED
         self.endpoint: str | None = rule.endpoint if rule is not None else None
+        #: What the route is to kiln ("health", "docs", "metrics", "predict"); None for user routes.
+        self.kind: str | None = (kinds or {}).get(self.endpoint or "")
         self.method: str = req.method
         self.length = declared_length(req.environ)
         self.answered = False
@@ -58,32 +64,26 @@ class Current:
         return time.perf_counter() - self.start
 
 
-def declared_length(environ: dict[str, Any]) -> int | None:
-    """The body's Content-Length, None when absent or malformed.
+def caller_id(environ: dict[str, Any]) -> str | None:
+    """The caller's request id (X-Request-ID, else Request-ID) when it is a sane one."""
+    for key in CALLER_ID_KEYS:
+        given = environ.get(key)
+        if given and _GOOD_ID.fullmatch(given):
+            return str(given)
+    return None
 
-    Read from the environ: werkzeug's content_length and headers.get raise and catch a
-    KeyError for each header that is absent, on every request.
-    """
+
+def route_label(rule: str) -> str:
+    """A URL rule as metrics and logs name it: `/predict/` and `/predict` are one route."""
+    return rule.rstrip("/") or "/"
+
+
+def declared_length(environ: dict[str, Any]) -> int | None:
+    """The body's Content-Length, None when absent or malformed."""
     try:
         return max(0, int(environ["CONTENT_LENGTH"]))
     except (KeyError, ValueError):
         return None
-
-
-_pid = os.getpid()
-
-
-def process_id() -> int:
-    """This process's pid, as an at-fork hook last saw it: no system call per request."""
-    return _pid
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
 
 
 _current: contextvars.ContextVar[Current | None] = contextvars.ContextVar("kiln_request",
@@ -93,8 +93,8 @@ _current: contextvars.ContextVar[Current | None] = contextvars.ContextVar("kiln_
 def current() -> Current:
     """The request being answered (taken now if kiln's hook has not run for it yet)."""
     found = _current.get()
-    if found is None or found.request is not request._get_current_object():  # type: ignore[attr-defined]
-        found = Current(request._get_current_object())  # type: ignore[attr-defined]
+    if found is None or found.environ is not request.environ:
+        found = Current(request)
         _current.set(found)
     return found
 
@@ -118,12 +118,18 @@ class Lifecycle:
         self.gates: list[Callable[[Current], Response | None]] = []
         self.finished: list[Callable[[Current, Response], None]] = []
         self.aborted: list[Callable[[Current], None]] = []
+        #: endpoint -> what it is to kiln ("health", "docs", "metrics", ...), see `mark`.
+        self.kinds: dict[str, str] = {}
+
+    def mark(self, endpoint: str, kind: str) -> None:
+        """Say what an endpoint is to kiln; auth, logs and metrics read it from `Current.kind`."""
+        self.kinds[endpoint] = kind
 
     def before(self) -> Response | None:
-        found = Current(request._get_current_object())  # type: ignore[attr-defined]
+        found = Current(request, self.kinds)
         _current.set(found)
         for observer in self.started:
-            observer(found)
+            _observe(observer, found)
         for gate in self.gates:
             answer = gate(found)
             if answer is not None:
@@ -132,10 +138,12 @@ class Lifecycle:
 
     def after(self, response: Response) -> Response:
         found = _current.get() or current()  # set by before(), which runs first of all
+        response.headers[REQUEST_ID_HEADER] = found.id
+        if found.answered:  # the error path of a failed after-request function: heard already
+            return response
         found.answered = True
-        _set_header(response.headers, REQUEST_ID_HEADER, found.id)
         for observer in self.finished:
-            observer(found, response)
+            _observe(observer, found, response)
         return response
 
     def teardown(self, exc: BaseException | None) -> None:
@@ -143,26 +151,19 @@ class Lifecycle:
         # set, not reset(token): a streamed response may tear down in another context.
         _current.set(None)
         if found is not None and not found.answered:
+            found.answered = True
             for observer in self.aborted:
-                observer(found)
+                _observe(observer, found)
 
 
-def _set_header(headers: Headers, name: str, value: str) -> None:
-    """`headers[name] = value` for a value known to be a clean str (no line breaks).
-
-    werkzeug checks the value with a regular expression and replaces the header in two
-    passes, about 9k instructions; a header not there yet is appended at once.
-    """
-    items = headers._list if type(headers) is Headers else None  # type: ignore[attr-defined]
-    if items is not None and type(value) is str:
-        lowered = name.lower()
-        for key, _ in items:
-            if key.lower() == lowered:
-                break
-        else:
-            items.append((name, value))
-            return
-    headers[name] = value
+def _observe(observer: Callable[..., None], found: Current, *args: Any) -> None:
+    """Run one observer; its failure is logged with the request id and goes no further."""
+    try:
+        observer(found, *args)
+    except Exception:
+        log.exception("%s failed for %s %s [request_id=%s]",
+                      getattr(observer, "__qualname__", observer), found.method, found.route,
+                      found.id, extra={"request_id": found.id})
 
 
 def lifecycle(app: Flask) -> Lifecycle:
@@ -179,4 +180,3 @@ def lifecycle(app: Flask) -> Lifecycle:
         app.after_request_funcs.setdefault(None, []).insert(0, found.after)
         app.teardown_request(found.teardown)
     return found
-

@@ -1,0 +1,1 @@
+"""Development only: hot reload and the checker of edited code."""

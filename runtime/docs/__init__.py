@@ -1,0 +1,1 @@
+"""Docs: the OpenAPI document, Swagger UI and request validation against the documented schemas."""

@@ -1,0 +1,1 @@
+"""Observability: JSON logs, Prometheus metrics, request capture and its export."""

@@ -1,0 +1,1 @@
+"""Security: who may call the service (bearer tokens, AWS SigV4)."""

@@ -1,0 +1,122 @@
+"""JSON errors, the size limit and the JSON encoding every kiln response shares."""
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast
+
+from flask import Flask, Request, Response, current_app, request
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
+
+from runtime.serving.lifecycle import Current, lifecycle, request_id
+
+log = logging.getLogger("kiln.app")
+
+
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, plus numpy arrays and scalars (anything with tolist()) as plain JSON.
+
+    A `default` the user sets on `app.json` is honoured, as Flask honours it.
+    """
+
+    sort_keys = False
+    ensure_ascii = False
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        tolist = getattr(o, "tolist", None)
+        if callable(tolist):
+            return tolist()
+        if isinstance(o, (set, frozenset)):
+            return list(o)
+        return DefaultJSONProvider.default(o)
+
+
+class JSONRequest(Request):
+    """Flask's request, saying why a JSON body could not be parsed (Flask only does in debug)."""
+
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        if e is None:
+            return super().on_json_loading_failed(e)
+        raise BadRequest(f"malformed JSON body: {e}") from e
+
+
+#: The OpenAPI schema of every kiln error body.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string", "description": "What went wrong."},
+        "request_id": {"type": "string", "description": "The request's X-Request-ID."},
+    },
+    "required": ["error", "request_id"],
+}
+#: The OpenAPI tag of the routes kiln serves itself.
+TAG = "kiln"
+#: The view attribute holding a built-in route's OpenAPI operations (runtime/docs/openapi.py).
+OPERATIONS_ATTR = "kiln_openapi"
+V = TypeVar("V", bound=Callable[..., Any])
+
+
+def documented(operations: dict[str, dict[str, Any]]) -> Callable[[V], V]:
+    """Give a built-in view its OpenAPI operations by method, as a user's docstring would."""
+    def mark(view: V) -> V:
+        setattr(view, OPERATIONS_ATTR, operations)
+        return view
+
+    return mark
+
+
+def error_doc(description: str) -> dict[str, Any]:
+    """An OpenAPI response whose body is a kiln error."""
+    return json_doc(description, ERROR_SCHEMA)
+
+
+def json_doc(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI response with a JSON body of SCHEMA."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """A JSON error response `{"error", "request_id"}`."""
+    response = cast(Response, current_app.json.response({"error": message,
+                                                           "request_id": request_id()}))
+    response.status_code = status
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _size_limit(config: Mapping[str, Any], current: Current) -> Response | None:
+    limit = config.get("MAX_CONTENT_LENGTH")
+    length = current.length
+    if limit is not None and length is not None and length > limit:
+        # Answer from the header alone, before anything reads the body.
+        return error(413, f"request body of {length} bytes is larger than the limit of "
+                          f"{limit} bytes (flask MAX_CONTENT_LENGTH)")
+    return None
+
+
+def _http_error(err: HTTPException) -> Response:
+    if isinstance(err, RequestEntityTooLarge):  # a chunked body read past the limit
+        return error(413, "request body is larger than the limit (flask MAX_CONTENT_LENGTH)")
+    headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
+    return error(err.code or 500, err.description or err.name, headers)
+
+
+def _unhandled(err: Exception) -> Response:
+    log.exception("unhandled error in %s %s [request_id=%s]", request.method, request.path,
+                  request_id())
+    # The traceback is in the log under this request id; the caller learns no internals.
+    return error(500, "internal error: the service's log has the details under this request id")
+
+
+def init_app(app: Flask) -> None:
+    """Give every error a JSON body with the request id, and refuse bodies over the limit."""
+    app.json_provider_class = JSONProvider
+    app.request_class = JSONRequest
+    app.json = JSONProvider(app)
+    lifecycle(app).gates.append(functools.partial(_size_limit, app.config))
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unhandled)
