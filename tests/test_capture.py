@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -279,6 +281,87 @@ def test_streams_and_errors_are_captured_without_consuming_the_stream(
     assert app.post("/api/v1.0/predict", json={"input": ["boom"]}).status_code == 500
     stream_line, error_line = capture_lines(tmp_path / "basic" / "1.2.3")
     assert stream_line["response"]["streamed"] is True
+    # Written once the stream ended, with what was sent.
+    assert [json.loads(x) for x in stream_line["response"]["text"].splitlines()] == [
+        {"chunk": i} for i in range(3)]
     assert stream_line["request"]["json"] == {"input": ["stream", 3]}
     assert error_line["status"] == 500
     assert error_line["response"]["json"]["error"].startswith("internal error")
+
+
+def test_a_refused_caller_leaves_no_body_behind(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KILN_CAPTURE_DIR", str(tmp_path))
+    monkeypatch.setenv("KILN_AUTH_TOKENS", f"client:{SECRET}")
+    app = client(SERVICES / "token")
+    refused = app.post("/api/v1.0/predict", json={"input": "private data of someone unknown"})
+    assert refused.status_code == 401
+    line, = capture_lines(tmp_path)
+    assert line["status"] == 401
+    assert "json" not in line["request"] and "text" not in line["request"]
+    assert "private data" not in json.dumps(line)
+
+
+def test_a_full_disk_under_capture_still_answers_and_counts_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # /dev/full refuses every write with ENOSPC, as a full disk does: here it stands where this
+    # process's capture file goes.
+    root = tmp_path / "caps"
+    monkeypatch.setenv("KILN_CAPTURE_DIR", str(root))
+    folder = capture.day_dir(root / "observed" / "2.0.0", capture.now().date())
+    folder.mkdir(parents=True)
+    host = socket.gethostname().replace("-", "_") or "host"
+    (folder / f"requests-{host}-{os.getpid()}-0000.jsonl").symlink_to("/dev/full")
+    app = client(SERVICES / "observed")
+    from tests.test_metrics import total
+
+    before = total(app.get("/metrics").text, "kiln_http_requests_total",
+                   route="/api/v1.0/predict")
+    answer = app.post("/api/v1.0/predict", json={"input": 4}, headers={"X-Request-ID": "disk-1"})
+    assert answer.status_code == 200 and answer.json["prediction"] == {"double": 8}
+    failures = [r for r in caplog.records if "disk-1" in r.getMessage() and r.exc_info
+                and "No space left" in str(r.exc_info[1])]
+    assert len(failures) == 1
+    text = app.get("/metrics").text
+    assert total(text, "kiln_http_requests_total", route="/api/v1.0/predict") == before + 1
+    assert total(text, "kiln_http_requests_in_progress") == 0
+
+
+def test_a_full_disk_under_a_real_server(tmp_path: Path,
+                                         serve: Callable[..., Server]) -> None:
+    import subprocess
+
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        fd = os.open(full / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"x" * 4096):
+                pass
+        except OSError:  # ENOSPC: the disk is full
+            pass
+        finally:
+            os.close(fd)
+        server = serve(copy_service(tmp_path, None), env={"KILN_CAPTURE_DIR": str(full)})
+        rids = [f"full-{n}" for n in range(4)]
+        for rid in rids:
+            answer = server.post("/api/v1.0/predict", json={"input": 2},
+                                 headers={"X-Request-ID": rid})
+            assert answer.status_code == 200, answer.text
+        from tests.test_metrics import total
+
+        metrics = server.get("/metrics").text
+        assert total(metrics, "kiln_http_requests_total", route="/api/v1.0/predict") == 4
+        assert total(metrics, "kiln_http_requests_in_progress") == 0
+        output = server.output()
+        for rid in rids:
+            failed = [line for line in output.splitlines()
+                      if rid in line and '"level": "ERROR"' in line]
+            assert len(failed) == 1, output
+            assert "No space left" in failed[0]
+    finally:
+        subprocess.run(["umount", "-l", str(full)], check=False)

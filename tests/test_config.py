@@ -11,6 +11,7 @@ from runtime.cli import cli
 from runtime.config import SETTINGS, json_schema, load_service, parse_service
 from runtime.errors import ConfigError
 from runtime.serving.settings import available_cpus, options
+from tests.support import SERVICES
 
 BAD_YAML = [
     ("id: Add_Numbers", "id: 'Add_Numbers' is not a valid id"),
@@ -45,10 +46,16 @@ BAD_YAML = [
 ]
 
 
+@pytest.mark.parametrize("command", [["serve"], ["specs"], ["build", "--dockerfile-only", "-"]],
+                         ids=["serve", "specs", "build"])
 @pytest.mark.parametrize(("text", "message"), BAD_YAML)
-def test_bad_service_yaml_stops_serve_with_one_line(tmp_path: Path, text: str, message: str):
+def test_bad_service_yaml_stops_every_command_with_one_line(tmp_path: Path, text: str,
+                                                            message: str, command: list[str]):
     (tmp_path / "service.yaml").write_text(text + "\n")
-    result = CliRunner().invoke(cli, ["serve", str(tmp_path)])
+    args = [command[0], str(tmp_path), *command[1:]]
+    if command[0] == "build":
+        args[-1] = str(tmp_path / "context")
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code != 0
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output
@@ -186,3 +193,14 @@ def test_version_without_an_installed_distribution():
     out = subprocess.run([sys.executable, "-m", "runtime.cli", "--version"], capture_output=True,
                          text=True, check=True, cwd=Path(__file__).parent.parent)
     assert out.stdout.strip() == f"kiln, version {__version__}"
+
+
+def test_specs_needs_no_run_time_secrets(tmp_path: Path):
+    # auth.mode: token without KILN_AUTH_TOKENS: serving refuses, documenting does not.
+    out = tmp_path / "openapi.json"
+    result = CliRunner().invoke(cli, ["specs", str(SERVICES / "token"), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "/api/v1.0/predict" in out.read_text()
+    served = CliRunner().invoke(cli, ["serve", str(SERVICES / "token")])
+    assert served.exit_code == 1
+    assert "auth.mode: token needs tokens: set KILN_AUTH_TOKENS" in served.output

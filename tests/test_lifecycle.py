@@ -121,3 +121,28 @@ def test_a_failing_observer_is_logged_once_and_changes_nothing(
     assert total(text, "kiln_http_requests_total", route="/api/v1.0/predict",
                  status="2xx") == before + 1
     assert total(text, "kiln_http_requests_in_progress") == 0
+
+
+def test_each_request_gets_its_own_converted_url_values() -> None:
+    from werkzeug.routing import BaseConverter
+
+    converted: list[str] = []
+
+    class Letters(BaseConverter):
+        def to_python(self, value: str) -> list[str]:
+            converted.append(value)
+            return list(value)
+
+    app = make_app(SERVICES / "observed")
+    app.url_map.converters["letters"] = Letters
+
+    @app.get("/spell/<letters:word>")
+    def spell(word: list[str]) -> Any:
+        seen = list(word)
+        word.append("!")  # a view that changes its argument must not change the next request's
+        return {"seen": seen}
+
+    client = app.test_client()
+    answers = [client.get("/spell/abc").json["seen"] for _ in range(3)]
+    assert answers == [["a", "b", "c"]] * 3
+    assert converted == ["abc"] * 3

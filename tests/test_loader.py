@@ -72,3 +72,30 @@ def test_services_loaded_one_after_another_do_not_mix(tmp_path: Path):
     second = write_service(tmp_path / "two", {"app/predict.py": "def predict(x):\n    return 2\n"})
     assert client(first).post("/api/v1.0/predict", json={"input": 0}).json["prediction"] == 1
     assert client(second).post("/api/v1.0/predict", json={"input": 0}).json["prediction"] == 2
+
+
+def test_a_model_class_path_imports_its_module_from_the_service_folder(tmp_path: Path) -> None:
+    from runtime.testing import make_app
+
+    root = tmp_path / "classy"
+    root.mkdir()
+    (root / "service.yaml").write_text("id: classy\nmodel:\n  path: 'kilnmodel_beside:Doubler'\n")
+    (root / "kilnmodel_beside.py").write_text(
+        "class Doubler:\n    def predict(self, rows):\n        return [2 * sum(r) for r in rows]\n")
+    app = make_app(root)
+    status = app.test_client().get("/api/v1.0/health/status")
+    assert status.status_code == 200, status.json
+    answer = app.test_client().post("/api/v1.0/predict", json={"input": [[1, 2], [3, 4]]})
+    assert answer.status_code == 200 and answer.json["prediction"] == [6, 14]
+
+
+def test_a_model_class_path_that_is_nowhere_says_where_it_looked(tmp_path: Path) -> None:
+    from runtime.testing import make_app
+
+    root = tmp_path / "lost"
+    root.mkdir()
+    (root / "service.yaml").write_text("id: lost\nmodel:\n  path: 'kiln_no_such_module:Model'\n")
+    status = make_app(root).test_client().get("/api/v1.0/health/status")
+    assert status.status_code == 503
+    assert "no module 'kiln_no_such_module'" in status.json["reason"]
+    assert "beside service.yaml" in status.json["reason"]

@@ -150,10 +150,15 @@ class Metrics:
         #: full name -> (gauge, its label names): log_metric's gauges.
         self.user: dict[str, tuple[Any, tuple[str, ...]]] = {}
         self.lock = threading.Lock()
+        #: (route, method, status class) -> its latency child: labels() looks it up under a lock.
+        self.series: dict[tuple[str, str, str], Any] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.latency.labels(route, method if method in METHODS else "other",
-                            f"{status // 100}xx").observe(seconds)
+        key = (route, method if method in METHODS else "other", f"{status // 100}xx")
+        child = self.series.get(key)
+        if child is None:
+            child = self.series[key] = self.latency.labels(*key)
+        child.observe(seconds)
 
 
 _metrics: Metrics | None = None

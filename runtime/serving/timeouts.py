@@ -25,12 +25,6 @@ from typing import Any
 #: Threads a pool may hold: calls that overran their timeout keep theirs until they return.
 MAX_THREADS = 32
 
-try:
-    # The C function: Python 3.11's signal.getsignal turns the handler into an enum member by
-    # raising and catching a ValueError, which made this check cost more than the timer itself.
-    from _signal import getsignal as _handler_of
-except ImportError:  # not CPython
-    _handler_of = signal.getsignal
 
 __all__ = ["FutureTimeout", "Pool", "Timeout", "call_bounded"]
 
@@ -53,7 +47,7 @@ def _can_use_alarm() -> bool:
     """True in the main thread when SIGALRM and the real interval timer are ours to use."""
     if _armed or threading.current_thread() is not threading.main_thread():
         return False
-    handler = _handler_of(signal.SIGALRM)
+    handler = signal.getsignal(signal.SIGALRM)
     if handler is not _on_alarm:
         if handler not in (signal.SIG_DFL, None):
             return False  # someone else's SIGALRM (the user's code, a library): leave it alone
