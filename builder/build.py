@@ -98,9 +98,14 @@ class Progress:
             for line in self.step_lines:
                 self.echo(f"  {line}")
         self.echo(f"  {reason}")
-        errors = [line for line in self.step_lines if line.lstrip().startswith(("ERROR", "E:"))]
+        # pip ends a conflict with a line that only links its docs: the line above says more.
+        errors = [line for line in self.step_lines if line.lstrip().startswith(("ERROR", "E:"))
+                  and "ResolutionImpossible" not in line]
         cause = errors[-1].strip() if errors else (self.step_lines[-1].strip()
                                                    if self.step_lines else reason)
+        if any("(constraint)" in line for line in self.step_lines):
+            cause += ("; service.yaml packages conflict with the versions the kiln runtime was "
+                      "tested with (kiln's images/constraints.txt)")
         if any("CERTIFICATE_VERIFY_FAILED" in line for line in self.step_lines):
             cause += ("; TLS certificates were not trusted: pass the CA bundle of your network "
                       "(proxy) with --ca-bundle FILE")
@@ -132,7 +137,8 @@ def build_image(config: ServiceConfig, options: BuildOptions, echo: Echo = print
         context = write_context(config, options, Path(folder) / "context")
         progress = Progress(echo, options.quiet)
         buildargs = {"PIP_INDEX_URL": options.index_url} if options.index_url else None
-        echo(f"Building {tag} from {base} (target {target_of(config, options)})")
+        locked = ", packages from requirements.lock" if context.lock is not None else ""
+        echo(f"Building {tag} from {base} (target {target_of(config, options)}{locked})")
         stream = client.api.build(
             path=str(context.folder), tag=tag, decode=True, rm=True, forcerm=True,
             pull=False, nocache=options.no_cache, buildargs=buildargs,

@@ -1,4 +1,4 @@
-"""The `kiln build` and `kiln run` commands: parse options, call builder.build / builder.run.
+"""The `kiln build`, `kiln lock` and `kiln run` commands: parse options, call the builder.
 
 `add_commands` is called by runtime/cli.py; nothing here imports runtime.cli, so the `kiln`
 group inside an image (where only the runtime is installed) simply goes without them.
@@ -17,7 +17,7 @@ DEFAULT_OUT = "kiln-context"
 
 
 def add_commands(group: click.Group, user_errors: Callable[[Any], Any]) -> None:
-    """Add `build` and `run` to the kiln command group; user_errors maps KilnError to one line."""
+    """Add `build`, `lock` and `run` to the kiln group; user_errors maps KilnError to one line."""
 
     @group.command()
     @click.argument("directory", required=False, default=".",
@@ -53,6 +53,39 @@ def add_commands(group: click.Group, user_errors: Callable[[Any], Any]) -> None:
             builder.write_dockerfile(directory, options, Path(dockerfile_only), echo=click.echo)
         else:
             builder.build(directory, options, echo=click.echo)
+
+    @group.command()
+    @click.argument("directory", required=False, default=".",
+                    type=click.Path(file_okay=False, path_type=Path))
+    @click.option("--python", "python", metavar="PATH",
+                  help="Interpreter to resolve with, of service.yaml's python: version "
+                       "[this one, pythonX.Y on PATH, or pyenv's].")
+    @click.option("--index-url", metavar="URL", help="pip index for the packages, as for build.")
+    @click.option("--ca-bundle", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path),
+                  help="CA bundle pip trusts (private index, TLS-intercepting proxy).")
+    @click.option("--quiet", "-q", is_flag=True, help="Print only the result.")
+    @user_errors
+    def lock(directory: Path, python: str | None, index_url: str | None,
+             ca_bundle: Path | None, quiet: bool) -> None:
+        """Pin the packages of the service in DIRECTORY into requirements.lock.
+
+        Resolves service.yaml packages: with the runtime's own requirements, against the
+        versions kiln's CI tested, for service.yaml's python:. `kiln build` installs exactly
+        these versions while the file is there. Like build, it ignores this machine's pip
+        configuration: give --index-url and --ca-bundle as you give them to build.
+        """
+        from builder.lock import LockOptions
+        from builder.lock import lock as make_lock
+
+        options = LockOptions(python=python, index_url=index_url, ca_bundle=ca_bundle,
+                              quiet=quiet)
+        result = make_lock(directory, options, echo=click.echo)
+        changed = result.changes
+        what = ("new" if changed is None else
+                f"{len(changed)} changed" if changed else "nothing changed")
+        click.echo(f"Wrote {result.path}: {len(result.lock.pins)} packages pinned ({what})")
+        for line in changed or []:
+            click.echo(f"  {line}")
 
     @group.command()
     @click.argument("what", required=False, default=".", metavar="[DIR|IMAGE]")

@@ -5,7 +5,9 @@ Layout of a context folder:
     Dockerfile
     .dockerignore
     kiln-build/system.sh          installs Python when the base has none, system_packages, user
-    kiln-build/requirements.txt   service.yaml packages + the runtime's own requirements
+    kiln-build/requirements.txt   the service's requirements.lock pins, or service.yaml packages
+                                  + the runtime's own requirements
+    kiln-build/constraints.txt    the versions CI tested (images/constraints.txt), for every build
     kiln-build/runtime/*.whl      the kiln runtime
     kiln-build/ca.crt             only with --ca-bundle; used by the builder stage only
     service/                      the service folder, without caches, tests and captures
@@ -23,6 +25,7 @@ from pathlib import Path
 from builder import runtime_dist
 from builder.dockerfile import CA_FILE, KIT, BuildOptions, render_dockerfile, requirements_text
 from builder.errors import BuildError
+from builder.lock import Lock, check_lock, constraints_text, read_lock
 from runtime.config import ServiceConfig
 
 #: Never copied from a service folder into an image.
@@ -37,6 +40,7 @@ class Context:
     folder: Path
     dockerfile: str
     runtime_version: str
+    lock: Lock | None = None
 
 
 def _ignored(config: ServiceConfig) -> tuple[str, ...]:
@@ -86,16 +90,23 @@ def write_context(config: ServiceConfig, options: BuildOptions, dest: Path) -> C
     if options.ca_bundle is not None and not Path(options.ca_bundle).is_file():
         raise BuildError(f"--ca-bundle: {options.ca_bundle}: not a file")
     version = runtime_dist.version()
-    dockerfile = render_dockerfile(config, options, runtime_version=version)
+    runtime_requirements = runtime_dist.requirements()
+    constraints = constraints_text()
+    lock = read_lock(config)
+    if lock is not None:
+        check_lock(lock, config, runtime_requirements, constraints)
+    dockerfile = render_dockerfile(config, options, runtime_version=version,
+                                   locked=lock is not None)
     kit = dest / KIT
     kit.mkdir(parents=True)
     (dest / "Dockerfile").write_text(dockerfile, encoding="utf-8")
     (dest / ".dockerignore").write_text(dockerignore(config), encoding="utf-8")
     (kit / "system.sh").write_bytes(files("images").joinpath("system.sh").read_bytes())
     (kit / "requirements.txt").write_text(
-        requirements_text(config, runtime_dist.requirements()), encoding="utf-8")
+        requirements_text(config, runtime_requirements, lock), encoding="utf-8")
+    (kit / "constraints.txt").write_text(constraints, encoding="utf-8")
     runtime_dist.write_wheel(kit / "runtime")
     if options.ca_bundle is not None:
         shutil.copyfile(options.ca_bundle, dest / CA_FILE)
     copy_service(config, dest / "service")
-    return Context(dest, dockerfile, version)
+    return Context(dest, dockerfile, version, lock)

@@ -14,6 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from builder.errors import BuildError
+from builder.lock import Lock, service_packages
 from runtime.config import CUDA_IMAGES, ServiceConfig
 
 TARGETS = ("cpu", "gpu")
@@ -75,14 +76,27 @@ def packages_digest(config: ServiceConfig) -> str:
     return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
 
 
-def requirements_text(config: ServiceConfig, runtime_requirements: list[str]) -> str:
-    """The builder stage's requirements file: service.yaml packages, then the runtime's own."""
-    for requirement in config.get("packages"):
-        if "\n" in requirement or not requirement.strip():
-            raise BuildError(f"{config.path}: packages: {requirement!r} is not one requirement")
-    lines = ["# service.yaml packages", *config.get("packages"),
+def requirements_text(config: ServiceConfig, runtime_requirements: list[str],
+                      lock: Lock | None = None) -> str:
+    """The builder stage's requirements file: LOCK's pins, else service.yaml packages, then the
+    runtime's own requirements."""
+    packages = service_packages(config)
+    if lock is not None:
+        return "\n".join(["# requirements.lock (kiln lock)", *lock.pins]) + "\n"
+    lines = ["# service.yaml packages", *packages,
              "# the kiln runtime's own requirements", *runtime_requirements]
     return "\n".join(lines) + "\n"
+
+
+def install_packages(locked: bool) -> str:
+    """The builder stage's pip step: the lock's pins and nothing else, or a resolve; both under
+    the constraints."""
+    pip = "/opt/venv/bin/pip"
+    if locked:
+        # --no-deps: exactly the pins; `pip check` fails the build if the lock misses one.
+        return (f"RUN {pip} install --no-deps -r /tmp/kiln/requirements.txt "
+                f"-c /tmp/kiln/constraints.txt && {pip} check")
+    return f"RUN {pip} install -r /tmp/kiln/requirements.txt -c /tmp/kiln/constraints.txt"
 
 
 def labels(config: ServiceConfig, options: BuildOptions, runtime_version: str) -> dict[str, str]:
@@ -134,8 +148,9 @@ def template(target: str) -> str:
 
 
 def render_dockerfile(config: ServiceConfig, options: BuildOptions,
-                      runtime_version: str = "0") -> str:
-    """The Dockerfile that builds CONFIG's service with OPTIONS (pure: reads only the template)."""
+                      runtime_version: str = "0", locked: bool = False) -> str:
+    """The Dockerfile that builds CONFIG's service with OPTIONS (pure: reads only the template);
+    LOCKED: install the pins of its requirements.lock."""
     target = target_of(config, options)
     values = {
         "id": config.id,
@@ -144,6 +159,7 @@ def render_dockerfile(config: ServiceConfig, options: BuildOptions,
         "python": config.get("python"),
         "system_packages": _system_packages(config),
         "builder_settings": _builder_settings(options),
+        "install_packages": install_packages(locked),
         "labels": _label_block(labels(config, options, runtime_version)),
     }
 

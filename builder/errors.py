@@ -1,4 +1,4 @@
-"""Exceptions of the builder: what `kiln build` and `kiln run` report as one line."""
+"""Exceptions of the builder: what `kiln build`, `kiln lock` and `kiln run` report as one line."""
 from __future__ import annotations
 
 from runtime.errors import KilnError
@@ -10,3 +10,7 @@ class BuildError(KilnError):
 
 class RunError(KilnError):
     """Raised when a built image cannot be started, or its container stops on its own."""
+
+
+class LockError(KilnError):
+    """Raised when packages cannot be locked, or a requirements.lock does not fit service.yaml."""

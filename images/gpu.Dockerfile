@@ -19,8 +19,10 @@ RUN sh /tmp/kiln-system.sh {{ python }}{{ system_packages }} && rm -f /tmp/kiln-
 FROM system AS builder
 {{ builder_settings }}
 RUN "$(readlink -f /usr/local/bin/kiln-python)" -m venv /opt/venv
-COPY kiln-build/requirements.txt /tmp/kiln/requirements.txt
-RUN /opt/venv/bin/pip install -r /tmp/kiln/requirements.txt
+# The packages: requirements.lock's pins when the service has one, else service.yaml
+# packages and the runtime's requirements; constraints.txt pins what CI tested.
+COPY kiln-build/requirements.txt kiln-build/constraints.txt /tmp/kiln/
+{{ install_packages }}
 COPY kiln-build/runtime/ /tmp/kiln/runtime/
 RUN /opt/venv/bin/pip install --no-deps --no-index --root /opt/kiln-root /tmp/kiln/runtime/*.whl
 

@@ -149,7 +149,7 @@ def test_context(tmp_path: Path) -> None:
     names = sorted(p.relative_to(context.folder).as_posix()
                    for p in context.folder.rglob("*") if p.is_file())
     assert names == [".dockerignore", "Dockerfile", "kiln-build/ca.crt",
-                     "kiln-build/requirements.txt",
+                     "kiln-build/constraints.txt", "kiln-build/requirements.txt",
                      f"kiln-build/runtime/{runtime_dist.wheel_name()}", "kiln-build/system.sh",
                      "service/app/__init__.py", "service/app/predict.py",
                      "service/app/routes.py", "service/service.yaml"]
