@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from tests.support import SERVICES, Server, serving
 
 KEYS = {"AK1": "s3cret-one", "AK2": "s3cret-two"}
 KEYS_ENV = {"KILN_AUTH_KEYS": ",".join(f"{k}:{v}" for k, v in KEYS.items())}
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 
 def signer(key_id: str = "AK1", secret: str = KEYS["AK1"], region: str = "eu-west-1",
@@ -102,7 +102,7 @@ def _send(prepared: requests.PreparedRequest) -> requests.Response:
 
 
 def _dated(minutes: float) -> dict[str, str]:
-    stamp = datetime.now(UTC) - timedelta(minutes=minutes)
+    stamp = datetime.now(timezone.utc) - timedelta(minutes=minutes)
     return {"x-amz-date": stamp.strftime(sigv4.AMZ_DATE)}
 
 
