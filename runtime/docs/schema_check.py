@@ -1,227 +1,92 @@
-"""Compile a Draft 4 JSON Schema into a fast yes/no check of a parsed JSON body.
+"""A fast yes/no check of a parsed JSON body against a Draft 4 JSON Schema, by fastjsonschema.
 
-jsonschema walks a schema on every call (about 200 us for a small nested object); a compiled
-check is a tree of closures, a few microseconds. It answers only "valid or not": the
-messages still come from jsonschema, which runs only for bodies found invalid. A schema that
-uses a keyword not compiled here gets no fast check (`compile_check` returns None), so the
-two can never disagree. Unknown keywords are ignored, as jsonschema ignores them.
+jsonschema walks a schema on every call (about 200 us for a small nested object);
+fastjsonschema generates a Python function from the schema once, a few microseconds a call.
+The check only answers "valid or not": the messages still come from jsonschema, which runs
+only for bodies found invalid (runtime/docs/validation.py), so a 400 says what jsonschema says.
+
+Both libraries are made to decide alike: fastjsonschema is told the schema is Draft 4, the
+formats it checks are the ones jsonschema's FormatChecker checks (any other format passes, as
+in jsonschema), and it never fills in defaults (it would write them into the request's
+body). A schema it cannot compile, or one that still holds a `$ref` (runtime/docs/validation.py
+inlines the document's own; fastjsonschema would fetch any other over the network), gets no
+fast check, and jsonschema alone decides. Where the two still differ (fastjsonschema reads `$`
+in a pattern as the very end of the string), a body refused here is refused only when
+jsonschema finds an error in it.
 """
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import fastjsonschema
 from jsonschema import FormatChecker
 
+log = logging.getLogger("kiln.docs")
+
 Check = Callable[[Any], bool]
+DRAFT4 = "http://json-schema.org/draft-04/schema#"
+#: Compiled checks kept, by schema: one per documented body, shared by the apps of a process.
+CACHE_SIZE = 512
 
 
-class NotCompiled(Exception):
-    """Raised inside compilation when a keyword is left to jsonschema."""
+def _nodes(schema: Any) -> Iterator[dict[str, Any]]:
+    """Every object in SCHEMA, itself included, wherever it sits."""
+    if isinstance(schema, dict):
+        yield schema
+        for value in schema.values():
+            yield from _nodes(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from _nodes(value)
 
 
-#: Keywords jsonschema's Draft 4 validator acts on that this module does not compile.
-LEFT_TO_JSONSCHEMA = {"patternProperties", "dependencies", "uniqueItems", "multipleOf",
-                      "additionalItems", "$ref"}
-
-_TYPES: dict[str, Check] = {
-    "null": lambda v: v is None,
-    "boolean": lambda v: isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "string": lambda v: isinstance(v, str),
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
-_SCALARS = (str, int, float, bool, type(None))
+def _formats(schema: dict[str, Any], formats: FormatChecker) -> dict[str, Check] | None:
+    """The formats SCHEMA names, each checked as FORMATS checks it; None when a $ref is left."""
+    names: set[str] = set()
+    for node in _nodes(schema):
+        if isinstance(node.get("$ref"), str):
+            return None
+        if isinstance(node.get("format"), str):
+            names.add(node["format"])
+    return {name: functools.partial(formats.conforms, format=name) for name in names}
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _compile(text: str, formats: FormatChecker) -> Check | None:
+    schema = json.loads(text)
+    named = _formats(schema, formats)
+    if named is None:
+        return None
+    try:
+        validate = fastjsonschema.compile({**schema, "$schema": DRAFT4}, formats=named,
+                                          use_default=False, detailed_exceptions=False)
+    except Exception as err:  # noqa: BLE001 - generated code fails in many ways; jsonschema decides
+        log.debug("docs: no fast check for %s: %s", text[:200], err)
+        return None
 
-
-def _same(a: Any, b: Any) -> bool:
-    """JSON equality of two scalars: true is not 1."""
-    return isinstance(a, bool) == isinstance(b, bool) and a == b
-
-
-def _anything(value: Any) -> bool:
-    return True
-
-
-def _all(checks: list[Check]) -> Check:
-    checks = [c for c in checks if c is not _anything]
-    if not checks:
-        return _anything
-    if len(checks) == 1:
-        return checks[0]
-
-    def check(value: Any) -> bool:
-        for one in checks:
-            if not one(value):
-                return False
+    def fits(body: Any) -> bool:
+        try:
+            validate(body)
+        except fastjsonschema.JsonSchemaValueException:
+            return False
         return True
 
-    return check
-
-
-def _type(schema: dict[str, Any]) -> Check | None:
-    kind = schema.get("type")
-    if kind is None:
-        return None
-    kinds = kind if isinstance(kind, list) else [kind]
-    if any(k not in _TYPES for k in kinds):
-        raise NotCompiled("type")
-    tests = [_TYPES[k] for k in kinds]
-    if len(tests) == 1:
-        return tests[0]
-    return lambda value: any(test(value) for test in tests)
-
-
-def _enum(schema: dict[str, Any]) -> Check | None:
-    if "enum" not in schema:
-        return None
-    values = schema["enum"]
-    if not isinstance(values, list) or not all(isinstance(v, _SCALARS) for v in values):
-        raise NotCompiled("enum")
-    return lambda value: isinstance(value, _SCALARS) and any(_same(value, v) for v in values)
-
-
-def _numbers(schema: dict[str, Any]) -> Check | None:
-    low, high = schema.get("minimum"), schema.get("maximum")
-    if low is None and high is None:
-        return None
-    low_open, high_open = bool(schema.get("exclusiveMinimum")), bool(schema.get("exclusiveMaximum"))
-
-    def check(value: Any) -> bool:
-        if not _is_number(value):
-            return True
-        if low is not None and (value <= low if low_open else value < low):
-            return False
-        return not (high is not None and (value >= high if high_open else value > high))
-
-    return check
-
-
-def _strings(schema: dict[str, Any], formats: FormatChecker) -> Check | None:
-    shortest, longest = schema.get("minLength"), schema.get("maxLength")
-    pattern = re.compile(schema["pattern"]) if "pattern" in schema else None
-    fmt = schema.get("format")
-    if shortest is None and longest is None and pattern is None and fmt is None:
-        return None
-
-    def check(value: Any) -> bool:
-        if fmt is not None and not formats.conforms(value, fmt):
-            return False
-        if not isinstance(value, str):
-            return True
-        if shortest is not None and len(value) < shortest:
-            return False
-        if longest is not None and len(value) > longest:
-            return False
-        return pattern is None or pattern.search(value) is not None
-
-    return check
-
-
-def _arrays(schema: dict[str, Any], formats: FormatChecker) -> Check | None:
-    items = schema.get("items")
-    if isinstance(items, list):
-        raise NotCompiled("items as a list")
-    each = compile_schema(items, formats) if isinstance(items, dict) else None
-    shortest, longest = schema.get("minItems"), schema.get("maxItems")
-    if each is None and shortest is None and longest is None:
-        return None
-
-    def check(value: Any) -> bool:
-        if not isinstance(value, list):
-            return True
-        if shortest is not None and len(value) < shortest:
-            return False
-        if longest is not None and len(value) > longest:
-            return False
-        if each is not None:
-            for item in value:
-                if not each(item):
-                    return False
-        return True
-
-    return check
-
-
-def _objects(schema: dict[str, Any], formats: FormatChecker) -> Check | None:
-    required = schema.get("required") or []
-    extra = schema.get("additionalProperties", True)
-    properties = {name: compile_schema(sub, formats)
-                  for name, sub in (schema.get("properties") or {}).items()}
-    if extra is True:  # an unconstrained known property needs no call
-        properties = {n: c for n, c in properties.items() if c is not _anything}
-    extra_check = compile_schema(extra, formats) if isinstance(extra, dict) else None
-    fewest, most = schema.get("minProperties"), schema.get("maxProperties")
-    if not (required or properties or extra is not True or fewest is not None or most is not None):
-        return None
-
-    known = tuple(properties.items())
-
-    def check(value: Any) -> bool:
-        # Loops, not any()/all() over generators: this runs on every request with a body.
-        if not isinstance(value, dict):
-            return True
-        for name in required:
-            if name not in value:
-                return False
-        if fewest is not None and len(value) < fewest:
-            return False
-        if most is not None and len(value) > most:
-            return False
-        if extra is True:  # only the known properties need a look
-            for name, known_check in known:
-                if name in value and not known_check(value[name]):
-                    return False
-            return True
-        for name, item in value.items():
-            sub = properties.get(name)
-            if sub is not None:
-                if not sub(item):
-                    return False
-            elif extra is False or (extra_check is not None and not extra_check(item)):
-                return False
-        return True
-
-    return check
-
-
-def _combinators(schema: dict[str, Any], formats: FormatChecker) -> list[Check]:
-    checks: list[Check] = []
-    if isinstance(schema.get("allOf"), list):
-        checks.append(_all([compile_schema(s, formats) for s in schema["allOf"]]))
-    if isinstance(schema.get("anyOf"), list):
-        any_of = [compile_schema(s, formats) for s in schema["anyOf"]]
-        checks.append(lambda value: any(check(value) for check in any_of))
-    if isinstance(schema.get("oneOf"), list):
-        one_of = [compile_schema(s, formats) for s in schema["oneOf"]]
-        checks.append(lambda value: sum(1 for check in one_of if check(value)) == 1)
-    if isinstance(schema.get("not"), dict):
-        negated = compile_schema(schema["not"], formats)
-        checks.append(lambda value: not negated(value))
-    return checks
-
-
-def compile_schema(schema: Any, formats: FormatChecker) -> Check:
-    """SCHEMA as a check; raises NotCompiled for keywords left to jsonschema."""
-    if not isinstance(schema, dict):
-        raise NotCompiled("schema is not an object")
-    if LEFT_TO_JSONSCHEMA & set(schema):
-        raise NotCompiled(", ".join(sorted(LEFT_TO_JSONSCHEMA & set(schema))))
-    parts = [_type(schema), _enum(schema), _numbers(schema), _strings(schema, formats),
-             _arrays(schema, formats), _objects(schema, formats)]
-    return _all([p for p in parts if p is not None] + _combinators(schema, formats))
+    return fits
 
 
 def compile_check(schema: Any, formats: FormatChecker) -> Check | None:
-    """A fast check agreeing with jsonschema's Draft 4 validator, or None when not compiled."""
-    try:
-        return compile_schema(schema, formats)
-    except (NotCompiled, re.error):
+    """A check of bodies against SCHEMA that agrees with jsonschema's Draft 4 validator using
+    FORMATS, or None where only jsonschema can tell. Compiled once per schema, then cached."""
+    if not isinstance(schema, dict):
         return None
+    try:
+        text = json.dumps(schema, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):  # not JSON (a date from YAML, say): nothing to compile
+        return None
+    if json.loads(text) != schema:  # a key that is not a string (YAML's 1:) would change
+        return None
+    return _compile(text, formats)

@@ -2,10 +2,11 @@
 
 The schemas come from the service's OpenAPI document (runtime/docs/openapi.py), turned into JSON
 Schema once per app: OpenAPI 3.0's `nullable` becomes a `null` type, `$ref`s to components
-are inlined, and readOnly properties are not required in a request. A body is checked by a
-check compiled once (runtime/docs/schema_check.py), a few microseconds, so the predict path stays
-cheap; only a body found invalid goes through jsonschema's Draft 4 validator (the draft
-OpenAPI 3.0 schemas follow) for messages that name the fields.
+are inlined, and readOnly properties are not required in a request. A body is checked by
+fastjsonschema's code generated once per schema (runtime/docs/schema_check.py), a few
+microseconds, so the predict path stays cheap; only a body found invalid goes through
+jsonschema's Draft 4 validator (the draft OpenAPI 3.0 schemas follow) for messages that name
+the fields.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from jsonschema.exceptions import ValidationError
 
 from runtime.docs.openapi import openapi_path
 from runtime.docs.schema_check import compile_check
-from runtime.serving.lifecycle import UNMATCHED, Current, lifecycle
+from runtime.serving.lifecycle import UNMATCHED, Current, lifecycle, route_label
 from runtime.serving.responses import error
 
 log = logging.getLogger("kiln.docs")
@@ -185,7 +186,7 @@ def checks_from_spec(app: Flask, spec: dict[str, Any]) -> dict[tuple[str, str], 
             schema = (content[media] or {}).get("schema") or {}
             json_only = all(m == media for m in content)
             try:
-                checks[(rule.rule, method)] = BodyCheck(schema, components,
+                checks[(route_label(rule.rule), method)] = BodyCheck(schema, components,
                                                         bool(body.get("required")), json_only)
             except Exception as err:  # noqa: BLE001 - a schema jsonschema refuses is unchecked
                 log.warning("docs: %s %s: request body not checked: %s", method, rule.rule, err)
