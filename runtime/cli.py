@@ -17,6 +17,51 @@ from runtime.errors import KilnError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class UsageLineError(click.ClickException):
+    """Raised in place of click's usage errors: one line, `Error: <what> (see <command> --help)`."""
+
+    exit_code = 2
+
+    def __init__(self, err: click.UsageError):
+        message = err.format_message().rstrip(".")
+        ctx = err.ctx
+        if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+            names = ctx.command.get_help_option_names(ctx)
+            message = f"{message} (see {ctx.command_path} {max(names, key=len)})"
+        super().__init__(message)
+
+
+#: click 8.2+ raises this for a bare group to show its help (8.1 shows it without raising).
+_SHOWS_HELP: tuple[type[Exception], ...] = tuple(
+    kind for kind in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if kind is not None)
+
+
+class OneLineUsageGroup(click.Group):
+    """A click group whose usage errors (an unknown option or command, a missing argument, a bad
+    value) print one line on stderr and exit 2, instead of click's usage, hint and error lines.
+
+    Errors raised while parsing the group's own arguments pass through make_context; those of
+    its subcommands, and ctx.fail() in them, through invoke.
+    """
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except _SHOWS_HELP:
+            raise
+        except click.UsageError as err:
+            raise UsageLineError(err) from err
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _SHOWS_HELP:
+            raise
+        except click.UsageError as err:
+            raise UsageLineError(err) from err
+
+
 def user_errors(func: F) -> F:
     """Turn a KilnError into `Error: <message>` on stderr and exit 1, with no traceback."""
 
@@ -35,7 +80,34 @@ service_dir = click.argument(
     type=click.Path(file_okay=False, path_type=Path))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class KilnGroup(OneLineUsageGroup):
+    """The `kiln` group. On the user's machine `new-service` (from the scaffold package) and
+    `build`, `run`... (from the builder package) join it when a command is first looked up,
+    not at import, so that scaffold.cli may import this module."""
+
+    _host_commands_added = False
+
+    def _add_host_commands(self) -> None:
+        if self._host_commands_added:
+            return
+        self._host_commands_added = True
+        scaffold_cli = _host_commands("scaffold")
+        if scaffold_cli is not None:
+            self.add_command(scaffold_cli.new_service_command)
+        builder_cli = _host_commands("builder")
+        if builder_cli is not None:
+            builder_cli.add_commands(self, user_errors)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._add_host_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._add_host_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=KilnGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(version=__version__, prog_name="kiln")
 def cli() -> None:
     """kiln turns a few Python functions into a documented, secured HTTP service in a container.
@@ -134,15 +206,6 @@ def export_captures(directory: Path, since: Any, until: Any, output: str) -> Non
 
     count = export(directory, since.date(), until.date() if until else None, output)
     click.echo(f"exported {count} request(s) to {output}", err=True)
-# `new-service`, `build` and `run` work on the user's machine, from the scaffold and builder packages.
-scaffold_cli = _host_commands("scaffold")
-if scaffold_cli is not None:
-    cli.add_command(scaffold_cli.new_service_command)
-builder_cli = _host_commands("builder")
-if builder_cli is not None:
-    builder_cli.add_commands(cli, user_errors)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point of `kiln`."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="kiln")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from runtime.cli import OneLineUsageGroup
 from runtime.errors import KilnError
 from scaffold.new import TEMPLATES, new_service, parse_variables
 
@@ -48,7 +49,7 @@ def new_service_command(name: str, variables: tuple[str, ...], output_dir: Path,
     click.echo(f"Next: kiln serve {path} --reload   (then open http://127.0.0.1:8080/docs/)")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineUsageGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Write a new kiln service folder from a template."""
 
