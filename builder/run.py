@@ -1,7 +1,8 @@
 """`kiln run`: start a built image with the CPU, memory and GPU limits of its service's size.
 
 The port is published on 127.0.0.1 only. In the foreground the container's logs are followed
-until Ctrl-C (or SIGTERM), which stops and removes the container; `detach` leaves it running.
+until Ctrl-C (or SIGTERM), which stops the container (STOP_TIMEOUT seconds of grace; a second
+Ctrl-C kills it) and removes it; `detach` leaves it running.
 """
 from __future__ import annotations
 
@@ -102,26 +103,54 @@ def start(client: Any, image: str, limits: Limits, port: int,
     return container
 
 
+#: Seconds a container gets to shut down after Ctrl-C before the engine kills it: `docker
+#: stop`'s default. The image's gunicorn would wait up to its graceful_timeout (30 s) for busy
+#: workers, and the SDK's stop() waits as long as it is told to.
+STOP_TIMEOUT = 10
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _handle(handler: Any) -> dict[int, Any]:
+    """Set HANDLER for SIGINT and SIGTERM; return the handlers they had."""
+    return {signum: signal.signal(signum, handler) for signum in _STOP_SIGNALS}
+
+
+def _stop(container: Any, echo: Echo) -> None:
+    """Stop the container, giving it STOP_TIMEOUT s; a second Ctrl-C (or SIGTERM) kills it now."""
+    echo(f"Stopping container {container.short_id} (at most {STOP_TIMEOUT} s; "
+         f"Ctrl-C again kills it)")
+    try:
+        container.stop(timeout=STOP_TIMEOUT)
+    except KeyboardInterrupt:
+        echo(f"Killing container {container.short_id}")
+
+
 def follow(container: Any, echo: Echo) -> int:
-    """Print the container's logs until it exits or Ctrl-C; then stop and remove it."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    """Print the container's logs until it exits or Ctrl-C (or SIGTERM); then stop and remove it.
+
+    SIGINT gets our handler even when this process was started with it ignored: a command a
+    script puts in the background (`cmd &`) inherits SIGINT ignored, and Python then leaves
+    it ignored, so Ctrl-C or `kill -INT` would never reach the loop below.
+    """
+    previous = _handle(_interrupt)
     try:
         for chunk in container.logs(stream=True, follow=True):
             sys.stdout.write(chunk.decode("utf-8", errors="replace"))
             sys.stdout.flush()
-    except KeyboardInterrupt:
-        echo(f"Stopping container {container.short_id}")
-        container.stop(timeout=30)
-        code = 0
-    else:
         code = int(container.wait().get("StatusCode", 1))
+    except KeyboardInterrupt:
+        _stop(container, echo)
+        code = 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        container.remove(force=True)
+        try:
+            container.remove(force=True)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, signal.SIG_DFL if handler is None else handler)
     return code
 
 

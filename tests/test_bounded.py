@@ -42,12 +42,36 @@ def sleep_then(value: Any, seconds: float) -> Any:
     return value
 
 
-def swallow_everything(seconds: float) -> str:
-    try:
-        time.sleep(seconds)
-    except Exception:  # noqa: BLE001 - what a careless predict does
-        return "swallowed"
-    return "slept"
+class Stuck:
+    """A call that waits for `release` (an hour at most): only a timeout can end it sooner.
+
+    `ended` is set once it has returned or been stopped; `outcome` says how it ended.
+    """
+
+    def __init__(self, swallows: bool):
+        self.swallows = swallows
+        self.release = threading.Event()
+        self.ended = threading.Event()
+        self.outcome = "stopped"
+
+    def __call__(self) -> str:
+        try:
+            if self.swallows:
+                self._wait_swallowing()
+            else:
+                self._wait()
+        finally:
+            self.ended.set()
+        return self.outcome
+
+    def _wait(self) -> None:
+        self.outcome = "released" if self.release.wait(3600) else "an hour passed"
+
+    def _wait_swallowing(self) -> None:
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - what a careless predict does
+            self.outcome = "swallowed"
 
 
 def boom() -> None:
@@ -81,15 +105,23 @@ def test_errors_reach_the_caller(runner):
 
 
 @RUNNERS
-@pytest.mark.parametrize("func", [sleep_then, swallow_everything], ids=["sleep", "swallower"])
-def test_times_out_on_time_and_serves_on(runner, func):
+@pytest.mark.parametrize("swallows", [False, True], ids=["plain", "swallower"])
+def test_times_out_while_the_call_runs_and_serves_on(runner, swallows):
     pool = Pool()
-    args = (1, 3) if func is sleep_then else (3,)
-    started = time.monotonic()
+    stuck = Stuck(swallows)
     with pytest.raises(FutureTimeout):
-        runner(lambda: call_bounded(pool, func, args, 0.2))
-    assert time.monotonic() - started < 2
+        runner(lambda: call_bounded(pool, stuck, (), 0.2))
+    assert not stuck.release.is_set()  # the timeout came first: nothing let the call go
+    if runner is in_main:
+        # The timer stopped the call inside, and `except Exception` could not keep it going.
+        assert (stuck.ended.is_set(), stuck.outcome) == (True, "stopped")
+    else:
+        # The caller answered while the call still runs in its pool thread, which it keeps.
+        assert not stuck.ended.is_set()
     assert runner(lambda: call_bounded(pool, sleep_then, (2, 0), 5)) == 2
+    stuck.release.set()
+    assert stuck.ended.wait(30)
+    assert stuck.outcome == ("stopped" if runner is in_main else "released")
 
 
 def test_someone_elses_alarm_handler_is_left_alone():

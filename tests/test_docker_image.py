@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import shutil
 import signal
+import sys
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -27,7 +28,7 @@ from builder.dockerfile import BuildOptions
 from runtime.cli import cli
 from runtime.config import load_service
 from tests.docker_fixtures import CA_BUNDLE
-from tests.support import SERVICES, Server, free_port, wait_for
+from tests.support import ROOT, SERVICES, Server, free_port, wait_for
 
 pytestmark = pytest.mark.docker
 RUN_ID = uuid.uuid4().hex[:8]
@@ -327,7 +328,11 @@ def test_a_missing_package_fails_the_build_naming_it(tmp_path: Path, images: Ima
 
 def test_kiln_run_serves_with_the_size_limits_and_stops_on_ctrl_c(
         tmp_path: Path, docker_engine: Any, cpu_image: tuple[str, str]) -> None:
-    server = Server(["run", cpu_image[0]], tmp_path / "kiln-run.log")
+    # As a script's background job (`kiln run IMG &`) starts it: SIGINT ignored, inherited.
+    ignoring = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "os.execv(sys.executable, [sys.executable, '-m', 'runtime.cli', *sys.argv[1:]])")
+    server = Server(["run", cpu_image[0]], tmp_path / "kiln-run.log",
+                    program=[sys.executable, "-c", ignoring], cwd=ROOT)
     try:
         server.wait_ready(timeout=90)
         running = [c for c in _kiln_containers(docker_engine)

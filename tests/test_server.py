@@ -4,6 +4,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -159,8 +161,13 @@ def test_flask_config_from_yaml_then_env(configured):
 def test_gunicorn_threads_from_yaml_and_env_wins(configured):
     output = configured.output()
     assert "Using worker: gthread" in output
-    threads = {configured.get("/whoami").json()["thread"] for _ in range(20)}
-    assert threads  # served from gthread's pool
+    # Eight clients at once: every request is served by a thread of gthread's pool (the sync
+    # worker would answer from MainThread), and by one of 2 threads (env), never of 4 (yaml).
+    with ThreadPoolExecutor(8) as clients:
+        threads = set(clients.map(lambda _: configured.get("/whoami").json()["thread"], range(40)))
+    pools = {re.fullmatch(r"(ThreadPoolExecutor-\d+)_[01]", name) for name in threads}
+    assert None not in pools, threads
+    assert len({match.group(1) for match in pools if match}) == 1, threads
     from runtime.config import load_service
     from runtime.serving.settings import options
     from tests.support import SERVICES
