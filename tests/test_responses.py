@@ -57,3 +57,40 @@ def test_malformed_json_is_a_400_that_says_why() -> None:
     assert answer.status_code == 400
     assert answer.json["error"].startswith("malformed JSON body: ")
     assert answer.json["request_id"] == answer.headers["X-Request-ID"]
+
+
+@pytest.mark.parametrize(("extra", "body"), [
+    ({}, b'{"input": [1, 2]}'),
+    ({}, b""),
+    ({"wsgi.input_terminated": True}, b'{"input": [1, 2]}'),
+    ({"wsgi.input_terminated": True}, b""),
+    ({"wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked"}, b'{"a": 1}'),
+    ({"wsgi.input_terminated": True}, "x" * 70000),
+])
+def test_a_body_reads_as_werkzeug_reads_it(extra: dict[str, Any], body: Any) -> None:
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    data = body.encode() if isinstance(body, str) else body
+
+    def read(request_class: type[Request]) -> tuple[bytes, Any, bytes]:
+        environ = {**EnvironBuilder(method="POST", data=data,
+                                    content_type="application/json").get_environ(), **extra}
+        request = request_class(environ)
+        request.max_content_length = 1024 * 1024
+        got = request.get_data()
+        return got, request.get_json(silent=True), request.stream.read()
+
+    assert read(responses.JSONRequest) == read(Request)
+
+
+def test_a_body_cut_short_is_a_client_disconnect() -> None:
+    from io import BytesIO
+
+    from werkzeug.exceptions import ClientDisconnected
+    from werkzeug.test import EnvironBuilder
+
+    environ = {**EnvironBuilder(method="POST", data=b'{"input": 1}').get_environ(),
+               "wsgi.input_terminated": True, "wsgi.input": BytesIO(b'{"in')}
+    with pytest.raises(ClientDisconnected):
+        responses.JSONRequest(environ).get_data()

@@ -50,7 +50,7 @@ class RequestIdFilter(logging.Filter):
 
 
 #: The keys every JSON line starts with; a record's `kiln` fields never replace them.
-BASE_KEYS = ("time", "level", "logger", "message", "pid", "request_id")
+BASE_KEYS = frozenset(("time", "level", "logger", "message", "pid", "request_id"))
 
 
 def _loggable(o: Any) -> Any:
@@ -88,7 +88,10 @@ class JSONFormatter(logging.Formatter):
         }
         fields = getattr(record, "kiln", None)
         if isinstance(fields, Mapping):  # kiln's own extra fields (the access line's)
-            line.update((str(k), v) for k, v in fields.items() if k not in BASE_KEYS)
+            if fields.keys().isdisjoint(BASE_KEYS):
+                line.update(fields)
+            else:
+                line.update((str(k), v) for k, v in fields.items() if k not in BASE_KEYS)
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:

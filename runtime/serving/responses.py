@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import functools
+import io
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import IO, Any, TypeVar, cast
 
 from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException, RequestEntityTooLarge
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import get_input_stream
 
-from runtime.serving.lifecycle import Current, lifecycle, request_id
+from runtime.serving.lifecycle import Current, declared_length, lifecycle, request_id
 
 log = logging.getLogger("kiln.app")
 
@@ -35,7 +38,29 @@ class JSONProvider(DefaultJSONProvider):
 
 
 class JSONRequest(Request):
-    """Flask's request, saying why a JSON body could not be parsed (Flask only does in debug)."""
+    """Flask's request, saying why a JSON body could not be parsed (Flask only does in debug).
+
+    Its `stream` reads a body of known length in one call when the server ends the input at
+    the Content-Length (gunicorn sets `wsgi.input_terminated`): werkzeug's LimitedStream reads
+    it in chunks, each through gunicorn's Python reader, then once more to find its end.
+    """
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        environ = self.environ
+        length = declared_length(environ)
+        limit = self.max_content_length
+        if (self.shallow or length is None or "wsgi.input_terminated" not in environ
+                or "HTTP_TRANSFER_ENCODING" in environ
+                or (limit is not None and length > limit)):
+            return get_input_stream(environ, max_content_length=limit)
+        try:
+            data = environ["wsgi.input"].read(length) if length else b""
+        except (OSError, ValueError) as err:  # as LimitedStream's on_disconnect
+            raise ClientDisconnected() from err
+        if len(data) < length:
+            raise ClientDisconnected()
+        return io.BytesIO(data)
 
     def on_json_loading_failed(self, e: ValueError | None) -> Any:
         if e is None:
