@@ -152,6 +152,25 @@ def test_the_image_serves_predict_user_route_and_status(served: tuple[Any, str])
     assert status["version"] == "0.3.0" and status["gpu"]["visible"] is False
 
 
+def test_tritonclient_against_the_image(served: tuple[Any, str]) -> None:
+    """The Open Inference Protocol v2 from the real client, no Content-Type, into the image."""
+    import numpy
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url=served[1].removeprefix("http://"))
+    try:
+        assert client.is_server_live() and client.is_model_ready("imaged")
+        assert client.get_model_metadata("imaged")["versions"] == ["0.3.0"]
+        rows = httpclient.InferInput("input", [2, 2], "FP32")
+        rows.set_data_from_numpy(numpy.array([[2, 5], [1.5, 1]], dtype=numpy.float32))
+        ints = httpclient.InferInput("input", [3], "INT64")
+        ints.set_data_from_numpy(numpy.array([4, 5, 6], dtype=numpy.int64), binary_data=False)
+        assert client.infer("imaged", [rows]).as_numpy("prediction").tolist() == [7.0, 2.5]
+        assert client.infer("imaged", [ints]).as_numpy("prediction").tolist() == [4, 5, 6]
+    finally:
+        client.close()
+
+
 def test_the_image_serves_its_openapi_document(served: tuple[Any, str]) -> None:
     if importlib.util.find_spec("runtime.docs.ui") is None:
         pytest.skip("/docs/specs.json comes with runtime/docs/ui.py (the docs helper's work), "

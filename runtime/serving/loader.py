@@ -34,6 +34,8 @@ class UserCode:
     load: Callable[[], Any] | None
     schemas: ModuleType | None
     routes_file: Path | None
+    #: predict_batch(rows) -> one prediction per row, for the inference protocols; optional.
+    predict_batch: Callable[[list[Any]], Any] | None = None
 
 
 def _forget() -> None:
@@ -143,16 +145,18 @@ def load_user_code(root: str | Path, *, needs_predict: bool = True) -> UserCode:
         if not isinstance(blueprint, Blueprint):
             raise UserCodeError(f"{PACKAGE}/routes.py: defines no Blueprint named {BLUEPRINT} "
                                 f"(write `{BLUEPRINT} = Blueprint(\"{BLUEPRINT}\", __name__)`)")
-    predict = preprocess = load = None
+    predict = preprocess = load = predict_batch = None
     if predict_mod is not None:
         predict = _callable(predict_mod, "predict")
         preprocess = _callable(predict_mod, "preprocess")
         load = _callable(predict_mod, "load")
+        predict_batch = _callable(predict_mod, "predict_batch")
     if predict is None and needs_predict:
         found = "has no function predict(*input)" if predict_mod else "not found"
         raise UserCodeError(f"{PACKAGE}/predict.py: {found}; define predict(*input) there")
     return UserCode(blueprint, predict, preprocess, load, schemas,
-                    Path(routes.__file__) if routes is not None and routes.__file__ else None)
+                    Path(routes.__file__) if routes is not None and routes.__file__ else None,
+                    predict_batch)
 
 
 def _callable(module: ModuleType, name: str) -> Callable[..., Any] | None:

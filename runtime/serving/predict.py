@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, stream_with_context
 
 from runtime.serving import API
+from runtime.serving.contract import Contract, InputError
 from runtime.serving.lifecycle import current, lifecycle
 from runtime.serving.responses import TAG, documented, error, error_doc
 from runtime.serving.timeouts import FutureTimeout, Pool, call_bounded
@@ -44,7 +46,8 @@ OPERATIONS: dict[str, dict[str, Any]] = {"post": {
                         "properties": {"prediction": {}, "request_id": {"type": "string"}},
                         "required": ["prediction", "request_id"]}},
                     "application/x-ndjson": {"schema": {"type": "string"}}}},
-        "400": error_doc("The body is not {\"input\": ...}, or not valid base64."),
+        "400": error_doc("The body is not {\"input\": ...}, its input does not fit PredictInput, "
+                         "or it is not valid base64."),
         "413": error_doc("The body is larger than flask MAX_CONTENT_LENGTH."),
         "415": error_doc("The body is not JSON."),
         "500": error_doc("predict() raised an exception."),
@@ -55,14 +58,23 @@ OPERATIONS: dict[str, dict[str, Any]] = {"post": {
 
 
 class Predictor:
-    """Calls preprocess and predict for one request, bounded by predict.timeout (runtime/serving/timeouts.py)."""
+    """Calls preprocess and predict for one request, bounded by predict.timeout (runtime/serving/timeouts.py).
+
+    The inference protocols' rows (runtime/serving/protocols.py) go through `run_rows`: one
+    `predict_batch(rows)` call where the service defines it (a model's vectorised method),
+    else predict once per row, all under one timeout.
+    """
 
     def __init__(self, predict: Callable[..., Any], preprocess: Callable[..., Any] | None,
-                 timeout: float, accepts_file: bool):
+                 timeout: float, accepts_file: bool, *,
+                 predict_batch: Callable[[list[Any]], Any] | None = None,
+                 contract: Contract | None = None):
         self.predict = predict
         self.preprocess = preprocess
         self.timeout = timeout
         self.accepts_file = accepts_file
+        self.predict_batch = predict_batch
+        self.contract = contract or Contract()
         # A prediction that overruns its timeout keeps its thread; spare threads keep serving.
         self._pool = Pool("kiln-predict")
 
@@ -70,11 +82,54 @@ class Predictor:
         """preprocess(*args) then predict(...); raises FutureTimeout after predict.timeout."""
         return call_bounded(self._pool, self._call, (args,), self.timeout)
 
+    def run_loaded(self, loaded: dict[str, Any]) -> Any:
+        """preprocess(**loaded) then predict(...), for an input PredictInput loaded."""
+        return call_bounded(self._pool, self._call_loaded, (loaded,), self.timeout)
+
+    def run_rows(self, rows: list[Any]) -> Any:
+        """One prediction per row (a list, or the array predict_batch answers).
+
+        Rows are PredictInput's loaded fields when the service declares it, else the inputs
+        as given: predict_batch(rows) when defined, else predict(row) for each row.
+        """
+        return call_bounded(self._pool, self._call_rows, (rows,), self.timeout)
+
     def _call(self, args: list[Any]) -> Any:
         if self.preprocess is not None:
             prepared = self.preprocess(*args)
             args = list(prepared) if isinstance(prepared, tuple) else [prepared]
         return self.predict(*args)
+
+    def _call_loaded(self, loaded: dict[str, Any]) -> Any:
+        if self.preprocess is not None:
+            prepared = self.preprocess(**loaded)
+            if isinstance(prepared, dict):
+                return self.predict(**prepared)
+            return self.predict(prepared)
+        return self.predict(**loaded)
+
+    def _call_rows(self, rows: list[Any]) -> Any:
+        if self.predict_batch is not None:
+            answer = self.predict_batch(rows)
+            if isinstance(answer, Iterator):
+                answer = list(answer)
+            if len(answer) != len(rows):
+                raise ValueError(f"predict_batch answered {len(answer)} predictions for "
+                                 f"{len(rows)} rows; it must answer one per row")
+            return answer
+        one = self._call_loaded if self.contract.input is not None else (
+            lambda row: self._call([row]))
+        answers = []
+        for row in rows:
+            answer = one(row)
+            answers.append(list(answer) if isinstance(answer, Iterator) else answer)
+        return answers
+
+
+def contract_of(app: Flask) -> Contract:
+    """The predict contract of the service APP serves (none when its code did not import)."""
+    predictor: Predictor | None = app.extensions["kiln"].predictor
+    return predictor.contract if predictor is not None else Contract()
 
 
 def _decode_files(value: Any, paths: list[str]) -> Any:
@@ -112,9 +167,26 @@ def _stream(items: Iterator[Any], paths: list[str]) -> Iterator[str]:
         _remove(paths)
 
 
+def operations(app: Flask) -> dict[str, dict[str, Any]]:
+    """The predict route's OpenAPI operations, with PredictInput, its example and PredictOutput."""
+    contract = contract_of(app)
+    if contract.input is None and contract.output is None:
+        return OPERATIONS
+    found = copy.deepcopy(OPERATIONS)
+    media = found["post"]["requestBody"]["content"]["application/json"]
+    media["schema"] = contract.body_schema(BODY)
+    example = contract.example()
+    if example is not None:
+        # Swagger UI's "Try it out" starts from the media type's example.
+        media["example"] = {"input": example}
+    answer = found["post"]["responses"]["200"]["content"]["application/json"]
+    answer["schema"] = contract.answer_schema(answer["schema"])
+    return found
+
+
 @builtin.post(PREDICT)
 @builtin.post(PREDICT + "/")
-@documented(OPERATIONS)
+@documented(operations)
 def predict() -> Any:
     kiln = current_app.extensions["kiln"]
     if not kiln.health.ready:
@@ -125,6 +197,12 @@ def predict() -> Any:
         return error(400, 'body must be a JSON object with the key "input", e.g. {"input": [1, 2]}')
     value = body["input"]
     predictor: Predictor = kiln.predictor
+    if predictor.contract.input is not None:
+        try:
+            loaded = predictor.contract.load(value)
+        except InputError as err:
+            return error(400, str(err))
+        return _answer(predictor, predictor.run_loaded, loaded, [], now.id)
     paths: list[str] = []
     if predictor.accepts_file:
         try:
@@ -133,11 +211,20 @@ def predict() -> Any:
             _remove(paths)
             return error(400, str(err))
     args = value if isinstance(value, list) else [value]
+    return _answer(predictor, predictor.run, args, paths, now.id)
+
+
+def _answer(predictor: Predictor, run: Callable[[Any], Any], given: Any, paths: list[str],
+            rid: str) -> Any:
+    """Run predict on GIVEN and answer its prediction (a stream when it yields)."""
     try:
-        result = predictor.run(args)
+        result = run(given)
     except FutureTimeout:
         _remove(paths)
         return error(504, f"prediction took longer than predict.timeout ({predictor.timeout:g} s)")
+    except InputError as err:  # the model template's input checks
+        _remove(paths)
+        return error(400, str(err))
     except BaseException:
         _remove(paths)
         raise
@@ -146,7 +233,7 @@ def predict() -> Any:
                         mimetype="application/x-ndjson")
     if paths:
         _remove(paths)
-    return current_app.json.response({"prediction": result, "request_id": now.id})
+    return current_app.json.response({"prediction": result, "request_id": rid})
 
 
 def init_app(app: Flask) -> None:

@@ -81,10 +81,18 @@ ERROR_SCHEMA: dict[str, Any] = {
 TAG = "kiln"
 #: The view attribute holding a built-in route's OpenAPI operations (runtime/docs/openapi.py).
 OPERATIONS_ATTR = "kiln_openapi"
+#: A requestBody extension: the body check (runtime/docs/validation.py) reads its JSON whatever
+#: the Content-Type (the inference protocols' clients send none) and leaves any other to the view.
+ANY_CONTENT_TYPE = "x-kiln-any-content-type"
 V = TypeVar("V", bound=Callable[..., Any])
 
 
-def documented(operations: dict[str, dict[str, Any]]) -> Callable[[V], V]:
+#: A built-in view's operations by method, or a function of the app that makes them (for
+#: operations that depend on the service: its PredictInput, its id).
+Operations = dict[str, dict[str, Any]] | Callable[[Flask], dict[str, dict[str, Any]]]
+
+
+def documented(operations: Operations) -> Callable[[V], V]:
     """Give a built-in view its OpenAPI operations by method, as a user's docstring would."""
     def mark(view: V) -> V:
         setattr(view, OPERATIONS_ATTR, operations)

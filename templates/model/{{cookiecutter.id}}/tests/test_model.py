@@ -8,10 +8,12 @@ from runtime.config import load_service
 from runtime.testing import client as service_client
 
 ROOT = Path(__file__).resolve().parent.parent
-MODEL = load_service(ROOT).get("model")["path"]
+SETTINGS = load_service(ROOT).get("model")
+MODEL = SETTINGS.get("path") or SETTINGS["class_path"]
 MODEL_FILE = ROOT / MODEL
-# `module:Class` names a class to import instead of a file.
-HAS_MODEL = MODEL_FILE.is_file() or (":" in MODEL and not MODEL_FILE.exists())
+# `module:Class` (or class_path) names a class to import instead of a file.
+HAS_MODEL = MODEL_FILE.is_file() or "class_path" in SETTINGS or (
+    ":" in MODEL and not MODEL_FILE.exists())
 
 pytestmark = pytest.mark.skipif(
     not HAS_MODEL, reason=f"no model yet: save your model to {MODEL_FILE} (see README.md)")
@@ -25,7 +27,7 @@ def client():
 
 def _row_width():
     """How many features one row has, as scikit-learn models say (n_features_in_)."""
-    if not MODEL_FILE.is_file():
+    if "class_path" in SETTINGS or not MODEL_FILE.is_file():
         return None
     if MODEL_FILE.suffix in (".pkl", ".pickle"):
         with MODEL_FILE.open("rb") as handle:
