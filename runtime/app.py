@@ -21,7 +21,8 @@ from runtime.errors import ConfigError, UserCodeError
 from runtime.observability import capture, logs, metrics
 from runtime.security import auth
 from runtime.serving import health as health_routes
-from runtime.serving import predict, responses
+from runtime.serving import predict, protocols, responses
+from runtime.serving.contract import Contract
 from runtime.serving.health import Health, detect_gpu
 from runtime.serving.loader import UserCode, describe, load_user_code
 
@@ -76,8 +77,9 @@ def _user_code(config: ServiceConfig) -> UserCode:
     if code.predict is None and config.get("model") is not None:
         from runtime.serving import model
 
-        loaded = model.ModelPredictor(config.root, config.get("model")["path"])
+        loaded = model.ModelPredictor(config.root, config.get("model"))
         code.predict, code.load = loaded.predict, loaded.load
+        code.predict_batch = loaded.predict_batch
     return code
 
 
@@ -102,11 +104,14 @@ def create_app(root: str | Path, config: ServiceConfig | None = None) -> Flask:
     if code is not None and code.predict is not None:
         predictor = predict.Predictor(code.predict, code.preprocess,
                                       config.get("predict.timeout"),
-                                      config.get("predict.accepts_file"))
+                                      config.get("predict.accepts_file"),
+                                      predict_batch=code.predict_batch,
+                                      contract=Contract.of(code.schemas))
     app.extensions["kiln"] = service = Service(config, code, health, predictor)
     auth.init_app(app, service)
     health_routes.init_app(app)
     predict.init_app(app)
+    protocols.init_app(app)
     for observer in (logs, metrics, capture):
         observer.init_app(app, service)
     if code is not None and code.blueprint is not None:

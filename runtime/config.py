@@ -105,10 +105,114 @@ def _python(value: str) -> str | None:
     return f"{value!r} is not supported; allowed: {', '.join(PYTHON_VERSIONS)} (quote it: \"3.11\")"
 
 
-def _model_path(value: dict[str, Any]) -> str | None:
-    if set(value) - {"path"} or not isinstance(value.get("path"), str):
-        return "must be a mapping with one key, path: a joblib or pickle file, or module:Class"
+MODEL_KEYS = ("path", "class_path", "configuration", "method")
+
+
+def _model(value: dict[str, Any]) -> str | None:
+    """path | class_path (with configuration), and method: one line on what is wrong."""
+    for key in value:
+        if key not in MODEL_KEYS:
+            return f".{key}: unknown key; allowed in model: {', '.join(MODEL_KEYS)}"
+    if ("path" in value) == ("class_path" in value):
+        return ("needs one of path (a joblib or pickle file, or module:Class) or "
+                "class_path (module:Class, built with configuration)")
+    if "path" in value and (not isinstance(value["path"], str) or not value["path"]):
+        return ".path: must be a file name in the service folder, or module:Class"
+    if "class_path" in value:
+        path = value["class_path"]
+        module, _, name = (path.partition(":") if isinstance(path, str) and ":" in path
+                           else str(path).rpartition("."))
+        if not isinstance(path, str) or not module or not name.isidentifier():
+            return f".class_path: {path!r} must be module:Class"
+    if "configuration" in value:
+        if "class_path" not in value:
+            return ".configuration: needs class_path (the class it is passed to)"
+        if not isinstance(value["configuration"], dict):
+            return ".configuration: must be a mapping of the class's keyword arguments"
+    method = value.get("method", "predict")
+    if not isinstance(method, str) or not method.isidentifier():
+        return f".method: {method!r} must be a method name, e.g. predict or predict_proba"
     return None
+
+
+#: Signature algorithms auth.jwt may accept: public-key ones only (never `none` nor HMAC, whose
+#: secret would be the provider's public key).
+JWT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512",
+                  "EdDSA")
+
+
+def _url(value: str) -> str | None:
+    if value.startswith(("https://", "http://")):
+        return None
+    return f"{value!r} is not an http(s) URL"
+
+
+def _audience(value: str | list[Any]) -> str | None:
+    if isinstance(value, list) and (not value or not all(isinstance(v, str) for v in value)):
+        return "must be a string or a non-empty list of strings"
+    return None
+
+
+def _algorithms(value: list[str]) -> str | None:
+    bad = [a for a in value if a not in JWT_ALGORITHMS]
+    if bad or not value:
+        return (f"{bad[0] if bad else 'an empty list'!r} is not allowed; "
+                f"allowed: {', '.join(JWT_ALGORITHMS)}")
+    return None
+
+
+def _not_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must be 0 or more, got {value!r}"
+
+
+#: The keys of auth.jwt (the JWT of an identity provider), checked and documented as one table.
+JWT_SETTINGS: tuple[Setting, ...] = (
+    Setting("issuer", str, None, "The provider's `iss`, matched exactly."),
+    Setting("audience", (str, list), None, "The `aud` tokens must carry: this service's client id "
+            "(or a list of accepted ones).", validator=_audience, json_type="string"),
+    Setting("jwks_url", str, None, "The provider's JWKS URL (its public keys); or keys_file.",
+            validator=_url),
+    Setting("keys_file", str, None, "A JWKS JSON file or a PEM public key, relative to the "
+            "service folder; or jwks_url."),
+    Setting("algorithms", list, ["RS256", "ES256"], "Accepted signature algorithms.",
+            items=str, validator=_algorithms),
+    Setting("leeway", (int, float), 0, "Seconds of clock skew allowed on exp, nbf and iat.",
+            validator=_not_negative, json_type="number"),
+    Setting("user_claim", str, "sub", "The claim that reaches your code as X-Forwarded-User."),
+    Setting("predict_scopes", list, [], "Scopes (`scope` or `scp` claim) predict requires.",
+            items=str),
+)
+JWT_REQUIRED = ("issuer", "audience")
+
+
+def _jwt(value: dict[str, Any]) -> str | None:
+    known = {s.key: s for s in JWT_SETTINGS}
+    for key, given in value.items():
+        if key not in known:
+            return f".{key}: unknown key; allowed in auth.jwt: {', '.join(known)}"
+        problem = known[key].check(_as_read(known[key], given))
+        if problem:
+            return f".{key}: {problem}"
+    for key in JWT_REQUIRED:
+        if value.get(key) is None:
+            return f".{key}: is required ({known[key].help})"
+    if (value.get("jwks_url") is None) == (value.get("keys_file") is None):
+        return "set one of jwks_url (the provider's keys) or keys_file (a local copy)"
+    return None
+
+
+def _as_read(setting: Setting, value: Any) -> Any:
+    """VALUE as SETTING reads it: a YAML number where a string is expected becomes that string."""
+    if setting.kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def jwt_settings(value: dict[str, Any] | None) -> dict[str, Any]:
+    """auth.jwt with every default filled in (an already validated mapping)."""
+    out = {s.key: _copy(s.default) for s in JWT_SETTINGS}
+    out.update({k: _as_read(BY_JWT[k], v) for k, v in (value or {}).items()})
+    return out
 
 
 #: Settings the runtime owns or that would run arbitrary code or exit the server.
@@ -182,7 +286,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("system_packages", list, [], "Debian/Ubuntu packages installed with apt.", items=str),
     Setting("cuda", str, "12.4", "CUDA version for the gpu target.", choices=tuple(CUDA_IMAGES)),
     Setting("model", dict, None, "Saved model the runtime loads: {path: model.joblib} "
-            "(joblib, pickle, or module:Class).", validator=_model_path),
+            "(joblib, pickle, or module:Class), or {class_path: module:Class, configuration: "
+            "{...}}; method: what predict calls (default predict).", validator=_model),
     Setting("predict.timeout", (int, float), 60, "Seconds one prediction may take before 504.",
             validator=_positive, json_type="number"),
     Setting("predict.accepts_file", bool, False, "Input is base64, decoded to a temporary file "
@@ -190,7 +295,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("flask", dict, {}, "Key-value pairs set on Flask's app.config.", validator=_upper_keys),
     Setting("gunicorn", dict, {}, "Key-value gunicorn settings; bind may not be set here.",
             validator=_gunicorn),
-    Setting("auth.mode", str, "none", "Who may call the service.", choices=("none", "token", "sigv4")),
+    Setting("auth.mode", str, "none", "Who may call the service.",
+            choices=("none", "token", "sigv4", "jwt")),
+    Setting("auth.jwt", dict, None, "auth.mode jwt: the identity provider whose tokens are "
+            "accepted.", validator=_jwt),
     Setting("auth.docs_public", bool, True, "/docs and /docs/specs.json stay open when auth is on."),
     Setting("docs", bool, True, "Serve /docs and /docs/specs.json."),
     Setting("metrics.public", bool, False, "/metrics stays open when auth is on."),
@@ -199,6 +307,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+BY_JWT: dict[str, Setting] = {s.key: s for s in JWT_SETTINGS}
 #: Sections whose keys are the settings' dotted children (flask and gunicorn are free mappings).
 SECTIONS: dict[str, list[str]] = {}
 for _s in SETTINGS:
@@ -288,6 +397,9 @@ def parse_service(data: Any, source: str = SERVICE_FILE) -> dict[str, Any]:
             raise fail(key + entry, said) if problem.startswith(".") else fail(key, problem)
     out = {s.key: _copy(s.default) for s in SETTINGS}
     out.update(values)
+    if out["auth.mode"] == "jwt" and out["auth.jwt"] is None:
+        raise fail("auth.jwt", "is required when auth.mode is jwt (issuer, audience, jwks_url "
+                               "or keys_file)")
     if out["title"] is None:
         out["title"] = out["id"]
     return out
@@ -334,6 +446,15 @@ def json_schema() -> dict[str, Any]:
             out["maxLength"] = 63
         if s.key == "python":
             out["enum"] = list(PYTHON_VERSIONS)
+        if s.key == "audience":
+            out["type"] = ["string", "array"]
+            out["items"] = {"type": "string"}
+        if s.key == "algorithms":
+            out["items"] = {"type": "string", "enum": list(JWT_ALGORITHMS)}
+        if s.key == "auth.jwt":
+            out["properties"] = {j.key: prop(j) for j in JWT_SETTINGS}
+            out["required"] = list(JWT_REQUIRED)
+            out["additionalProperties"] = False
         return out
 
     properties: dict[str, Any] = {}

@@ -243,3 +243,27 @@ def invoke_command(service_id: str, path: str, method: str, data: str | None,
             raise KilnError(f"{source}: not valid JSON: {err}") from err
     answer = invoke(method, path, service_id, payload, url=url)
     return json.dumps(answer, indent=2, ensure_ascii=False)
+
+
+#: The predict route and where its docs hold the request example.
+PREDICT_PATH = "/api/v1.0/predict"
+SPECS_PATH = "/docs/specs.json"
+
+
+def predict_example(spec: Any, path: str = PREDICT_PATH) -> Any:
+    """The request example an OpenAPI document gives for POST PATH (PredictInput's, for predict)."""
+    try:
+        media = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        return media["example"]
+    except (KeyError, TypeError):
+        raise KilnError(f"the service documents no request example for POST {path}: define "
+                        f"PredictInput in app/schemas.py, with metadata={{'example': ...}} on "
+                        f"its fields") from None
+
+
+def invoke_example(service_id: str, path: str | None, url: str | None) -> str:
+    """What `kiln invoke --example` prints: predict's answer to its documented example."""
+    path = "/" + (path or PREDICT_PATH).lstrip("/")
+    spec = invoke("get", SPECS_PATH, service_id, url=url)
+    answer = invoke("post", path, service_id, predict_example(spec, path), url=url)
+    return json.dumps(answer, indent=2, ensure_ascii=False)

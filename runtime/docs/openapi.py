@@ -29,6 +29,8 @@ from flask import Flask
 from werkzeug.routing import Rule
 
 from runtime.config import ServiceConfig
+from runtime.serving.contract import INPUT, OUTPUT
+from runtime.serving.lifecycle import lifecycle
 from runtime.serving.loader import BLUEPRINT
 from runtime.serving.responses import OPERATIONS_ATTR
 
@@ -38,6 +40,10 @@ METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 IMPLICIT = {"HEAD", "OPTIONS"}
 _PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 _REF_PREFIX = "#/components/"
+#: Where the app keeps its auth policy (runtime/security/auth.py): its schemes and requirements.
+AUTH_KEY = "kiln_auth"
+#: Schemas the predict contract names: components even when imported into app/schemas.py.
+CONTRACT = (INPUT, OUTPUT)
 
 
 @dataclass
@@ -221,7 +227,7 @@ class _Builder:
         where = Path(self.schemas.__file__ or "app/schemas.py").name
         for name, value in vars(self.schemas).items():
             if not (isinstance(value, type) and issubclass(value, marshmallow.Schema)
-                    and value.__module__ == self.schemas.__name__):
+                    and (value.__module__ == self.schemas.__name__ or name in CONTRACT)):
                 continue
             try:
                 with self.reporting(f"app/{where} {name}"):
@@ -245,8 +251,10 @@ class _Builder:
     def add_builtin(self, rule: Rule) -> None:
         allowed = {m.lower() for m in rule.methods or ()}
         view = self.app.view_functions[rule.endpoint]
-        operations = {m: copy.deepcopy(op) for m, op in
-                      getattr(view, OPERATIONS_ATTR).items() if m in allowed}
+        declared = getattr(view, OPERATIONS_ATTR)
+        if callable(declared):  # operations that depend on the service (PredictInput, its id)
+            declared = declared(self.app)
+        operations = {m: copy.deepcopy(op) for m, op in declared.items() if m in allowed}
         if operations:
             self.spec.path(path=openapi_path(rule.rule), operations=operations)
 
@@ -414,6 +422,24 @@ def _resolves(spec: dict[str, Any], ref: str) -> bool:
     return True
 
 
+def _secure(spec: dict[str, Any], app: Flask, rules: list[Rule]) -> None:
+    """Declare the auth mode's securitySchemes, and `security` on each route that needs it.
+
+    The app's auth policy (runtime/security/auth.py, in app.extensions) says which; an
+    operation whose docstring declares its own `security` keeps it.
+    """
+    policy = app.extensions.get(AUTH_KEY)
+    if policy is None or not policy.schemes():
+        return
+    spec.setdefault("components", {})["securitySchemes"] = copy.deepcopy(policy.schemes())
+    kinds = lifecycle(app).kinds
+    for rule in rules:
+        requirement = policy.requirement(kinds.get(rule.endpoint))
+        for method, operation in spec["paths"].get(openapi_path(rule.rule), {}).items():
+            if requirement is not None and method in METHODS and isinstance(operation, dict):
+                operation.setdefault("security", copy.deepcopy(requirement))
+
+
 def build(app: Flask, config: ServiceConfig, schemas: ModuleType | None = None,
           user_blueprint: str | None = BLUEPRINT) -> Document:
     """The OpenAPI 3.0.3 document of APP: its user routes, then the runtime's own.
@@ -437,6 +463,7 @@ def build(app: Flask, config: ServiceConfig, schemas: ModuleType | None = None,
     spec = {"openapi": built.pop("openapi"), "info": built.pop("info"),
             "paths": built.pop("paths", {}), **built}
     builder.check_refs(spec)
+    _secure(spec, app, [rule for rule, _, _ in rules])
     if builder.warnings:
         spec["x-kiln-warnings"] = list(builder.warnings)
     return Document(spec, builder.warnings)

@@ -26,7 +26,7 @@ from jsonschema.exceptions import ValidationError
 from runtime.docs.openapi import openapi_path
 from runtime.docs.schema_check import compile_check
 from runtime.serving.lifecycle import UNMATCHED, Current, lifecycle, route_label
-from runtime.serving.responses import error
+from runtime.serving.responses import ANY_CONTENT_TYPE, error
 
 log = logging.getLogger("kiln.docs")
 KEY = "kiln_validation"
@@ -139,9 +139,11 @@ class BodyCheck:
     """The documented JSON body of one route and method."""
 
     def __init__(self, schema: dict[str, Any], components: dict[str, Any], required: bool,
-                 json_only: bool):
+                 json_only: bool, any_content_type: bool = False):
         self.required = required
         self.json_only = json_only
+        #: Read as JSON whatever the Content-Type (protocol clients send none).
+        self.any_content_type = any_content_type
         self.schema = to_json_schema(schema, components)
         self.validator = Draft4Validator(self.schema, format_checker=FORMATS)
         self.fits = compile_check(self.schema, FORMATS) or self.validator.is_valid
@@ -186,8 +188,9 @@ def checks_from_spec(app: Flask, spec: dict[str, Any]) -> dict[tuple[str, str], 
             schema = (content[media] or {}).get("schema") or {}
             json_only = all(m == media for m in content)
             try:
-                checks[(route_label(rule.rule), method)] = BodyCheck(schema, components,
-                                                        bool(body.get("required")), json_only)
+                checks[(route_label(rule.rule), method)] = BodyCheck(
+                    schema, components, bool(body.get("required")), json_only,
+                    body.get(ANY_CONTENT_TYPE) is True)
             except Exception as err:  # noqa: BLE001 - a schema jsonschema refuses is unchecked
                 log.warning("docs: %s %s: request body not checked: %s", method, rule.rule, err)
     return checks
@@ -221,14 +224,19 @@ def _validate(lazy: _Lazy, current: Current) -> Response | None:
     request = current.request
     empty = not current.length and "chunked" not in request.environ.get(
         "HTTP_TRANSFER_ENCODING", "").lower()
-    if not request.is_json:
+    if check.any_content_type:
+        # A body that is not JSON (Triton's binary extension, say) is left to the view.
+        body = request.get_json(force=True, silent=True)
+        problems = check.problems(body) if body is not None else []
+    elif not request.is_json:
         if check.json_only and (check.required or not empty):
             return error(415, f"{current.method} {request.path} expects a JSON body "
                               f"(Content-Type: application/json)")
         return None
-    if empty and not check.required:
+    elif empty and not check.required:
         return None
-    problems = check.problems(request.get_json())
+    else:
+        problems = check.problems(request.get_json())
     if problems:
         return error(400, "request body does not match the documented schema: "
                           + "; ".join(problems))
