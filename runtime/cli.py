@@ -155,7 +155,7 @@ def serve(directory: Path, host: str, port: int, reload_: bool, poll: bool) -> N
 
 @cli.command()
 @click.argument("service_id")
-@click.argument("path")
+@click.argument("path", required=False)
 @click.option("--method", default="post", show_default=True, help="HTTP method.",
               type=click.Choice(["get", "post", "put", "patch", "delete", "head", "options"],
                                 case_sensitive=False))
@@ -163,12 +163,22 @@ def serve(directory: Path, host: str, port: int, reload_: bool, poll: bool) -> N
 @click.option("--file", "file", type=click.File("r"), help="File with the JSON body ('-': stdin).")
 @click.option("--url", help="The service's root URL (default: KILN_SERVICE_URL_<ID> or "
                             "KILN_GATEWAY_URL).")
+@click.option("--example", is_flag=True,
+              help="Send predict the example its docs build from PredictInput's field examples.")
 @user_errors
-def invoke(service_id: str, path: str, method: str, data: str | None, file: Any,
-           url: str | None) -> None:
+def invoke(service_id: str, path: str | None, method: str, data: str | None, file: Any,
+           url: str | None, example: bool) -> None:
     """Call SERVICE_ID at PATH through the SDK helper and print its JSON answer."""
-    from runtime.sdk import invoke_command
+    from runtime.sdk import invoke_command, invoke_example
 
+    if example:
+        if data is not None or file is not None:
+            raise click.UsageError("--example sends the documented example: give no --data "
+                                   "or --file")
+        click.echo(invoke_example(service_id, path, url))
+        return
+    if path is None:
+        raise click.UsageError("Missing argument 'PATH'")
     click.echo(invoke_command(service_id, path, method, data, file, url))
 
 
@@ -186,6 +196,32 @@ def specs(directory: Path, output: Path | None) -> None:
         click.echo(f"warning: {warning}", err=True)
     if text is not None:
         click.echo(text, nl=False)
+
+
+@cli.group(cls=OneLineUsageGroup)
+def token() -> None:
+    """Client tokens of auth.mode token, kept as hashes in the tokens file."""
+
+
+@token.command("new")
+@click.argument("client")
+@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The tokens file (default: KILN_AUTH_TOKENS_FILE).")
+@user_errors
+def token_new(client: str, file: Path | None) -> None:
+    """Print a new token for CLIENT once, and append its hash to the tokens file.
+
+    A running service accepts it within seconds; delete the line to revoke it.
+    """
+    import os
+
+    from runtime.security.tokens import TOKENS_FILE_VAR, TokenFileError, new_token
+
+    path = file or os.environ.get(TOKENS_FILE_VAR, "").strip()
+    if not path:
+        raise TokenFileError(f"no tokens file: pass --file FILE or set {TOKENS_FILE_VAR}")
+    click.echo(new_token(client, path))
+    click.echo(f"added a token of {client} to {path}; it is not shown again", err=True)
 
 
 @cli.command("export")
@@ -206,6 +242,58 @@ def export_captures(directory: Path, since: Any, until: Any, output: str) -> Non
 
     count = export(directory, since.date(), until.date() if until else None, output)
     click.echo(f"exported {count} request(s) to {output}", err=True)
+
+
+@cli.command()
+@click.argument("what", metavar="DIR|IMAGE")
+@click.option("--input", "-i", "input_", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Inputs, one row each: .csv, .jsonl or .parquet.")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where the rows go with prediction, error and request_id: .csv, .jsonl "
+                   "or .parquet.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Worker processes [the CPUs this process may use].")
+@click.option("--chunk", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Rows per chunk: what predict_batch gets at once, and the unit of --resume "
+                   "and --shard.")
+@click.option("--resume", is_flag=True,
+              help="Go on with an interrupted run of the same command, from its progress file.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first row that fails.")
+@click.option("--shard", metavar="I/N", help="Only every N-th chunk, from chunk I (0-based).")
+@user_errors
+def batch(what: str, input_: Path, output: Path, workers: int | None, chunk: int, resume: bool,
+          fail_fast: bool, shard: str | None) -> None:
+    """Predict every row of a file with the service in DIR, or inside the built IMAGE.
+
+    Exits 1 when any row failed (its error is in the output's error column).
+    """
+    from runtime.config import SERVICE_FILE
+    from runtime.jobs.batch import BatchError, BatchOptions, run_batch
+
+    options = BatchOptions(input_, output, workers=workers, chunk=chunk, resume=resume,
+                           fail_fast=fail_fast, shard=shard)
+    if not (Path(what) / SERVICE_FILE).is_file():
+        try:
+            from builder.batch import run_in_image
+        except ModuleNotFoundError as err:
+            raise BatchError(f"{what}: no {SERVICE_FILE} there, and images need kiln's "
+                             f"builder, which is not installed here") from err
+        code = run_in_image(what, options, echo=click.echo)
+        if code:  # the container said why on its stderr, passed on above
+            raise click.exceptions.Exit(code)
+        return
+    summary = run_batch(Path(what), options)
+    if summary.failed:
+        row, why = summary.first_failures[0] if summary.first_failures else (0, "")
+        first = f" (first: row {row}: {why})" if why else ""
+        if summary.stopped_early:
+            raise BatchError(f"stopped at a failed row (--fail-fast) after {summary.rows:,} "
+                             f"rows{first}")
+        raise BatchError(f"{summary.failed:,} of {summary.rows:,} rows failed{first}; see the "
+                         f"error column of {output}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point of `kiln`."""
     cli.main(args=list(argv) if argv is not None else None, prog_name="kiln")

@@ -7,6 +7,7 @@ Every process appends to files of its own with one write() per line under a lock
 workers and threads never interleave or lose lines; a file is rotated once it passes
 KILN_CAPTURE_MAX_BYTES. Credentials (Authorization, cookies, AWS signature headers) are never
 written. `POST /api/v1.0/feedback` appends feedback lines beside the requests, for `kiln export`.
+`kiln batch` captures each row as a predict call, with the run's `batch_id` (`batch_record`).
 """
 from __future__ import annotations
 
@@ -31,12 +32,15 @@ from runtime.serving import API
 from runtime.serving.lifecycle import UNMATCHED, Current, lifecycle
 from runtime.serving.loader import BLUEPRINT
 from runtime.serving.predict import ENDPOINT as PREDICT_ENDPOINT
+from runtime.serving.predict import PREDICT as PREDICT_ROUTE
+from runtime.serving.protocols import PREDICT_ENDPOINTS as PROTOCOL_ENDPOINTS
 from runtime.serving.responses import TAG, JSONProvider, documented, error, error_doc
 
 FEEDBACK = f"{API}/feedback"
 FEEDBACK_ENDPOINT = "kiln_feedback"
-#: Endpoints whose calls are captured: predict, and the service's own routes.
-CAPTURED = (PREDICT_ENDPOINT,)
+#: Endpoints whose calls are captured: predict, its inference protocol twins (v2 infer, KServe
+#: v1 predict), and the service's own routes.
+CAPTURED = (PREDICT_ENDPOINT, *PROTOCOL_ENDPOINTS)
 #: Statuses whose request bodies are never kept: the caller was not let in.
 REFUSED = frozenset((401, 403, 413))
 #: How much of a streamed answer a capture line keeps.
@@ -184,6 +188,26 @@ def body(data: bytes, is_json: bool) -> dict[str, Any]:
         return {"base64": base64.b64encode(data).decode("ascii")}
 
 
+def batch_record(rid: str, batch_id: str, service: str, version: str, given: Any,
+                 answer: dict[str, Any], status: int, seconds: float, bodies: bool,
+                 ) -> dict[str, Any]:
+    """The capture line of one row of `kiln batch`: a predict call's, with its `batch_id`.
+
+    GIVEN is the row as `{"input": ...}` would carry it; ANSWER the body predict would answer.
+    """
+    out: dict[str, Any] = {
+        "request_id": rid, "time": now().isoformat(timespec="milliseconds"),
+        "service": service, "version": version, "method": "POST", "route": PREDICT_ROUTE,
+        "path": PREDICT_ROUTE, "status": status, "duration_ms": round(seconds * 1000, 3),
+        "client": None, "batch_id": batch_id,
+        "request": {"headers": {}}, "response": {"headers": {}},
+    }
+    if bodies:
+        out["request"]["json"] = {"input": given}
+        out["response"]["json"] = answer
+    return out
+
+
 class Capture:
     """The capture of one service in this process: request lines, feedback lines, lookups."""
 
@@ -215,7 +239,9 @@ class Capture:
         resp: dict[str, Any] = {"headers": clean_headers(response.headers)}
         if self.settings.bodies:
             if response.status_code not in REFUSED:  # 413: answered without reading the body
-                req.update(body(request.get_data(cache=True), request.is_json))
+                # Protocol clients send JSON with no Content-Type.
+                req.update(body(request.get_data(cache=True),
+                                request.is_json or current.endpoint in PROTOCOL_ENDPOINTS))
             if response.is_streamed or response.direct_passthrough:
                 resp["streamed"] = True  # the body is added as it streams: see `streamed`
             else:
