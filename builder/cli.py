@@ -1,4 +1,4 @@
-"""The `kiln build`, `kiln lock` and `kiln run` commands: parse options, call the builder.
+"""The `kiln build`, `lock`, `run`, `push` and `deploy` commands: parse options, call the builder.
 
 `add_commands` is called by runtime/cli.py; nothing here imports runtime.cli, so the `kiln`
 group inside an image (where only the runtime is installed) simply goes without them.
@@ -17,7 +17,7 @@ DEFAULT_OUT = "kiln-context"
 
 
 def add_commands(group: click.Group, user_errors: Callable[[Any], Any]) -> None:
-    """Add `build`, `lock` and `run` to the kiln group; user_errors maps KilnError to one line."""
+    """Add the builder's commands to the kiln group; user_errors maps KilnError to one line."""
 
     @group.command()
     @click.argument("directory", required=False, default=".",
@@ -103,3 +103,72 @@ def add_commands(group: click.Group, user_errors: Callable[[Any], Any]) -> None:
         from builder import run as runner
 
         runner.run(what, port=port, detach=detach, dev=dev, poll=poll, echo=click.echo)
+
+    add_deploy_commands(group, user_errors)
+
+
+def add_deploy_commands(group: click.Group, user_errors: Callable[[Any], Any]) -> None:
+    """Add `push` and `deploy` to the kiln group."""
+
+    @group.command()
+    @click.argument("what", required=False, default=".", metavar="[DIR|IMAGE]")
+    @click.option("--registry", metavar="HOST/NAMESPACE",
+                  help="Registry to push to [service.yaml deploy.registry].")
+    @user_errors
+    def push(what: str, registry: str | None) -> None:
+        """Tag and push the image of the service in DIR (or IMAGE); print it with its digest."""
+        from builder.push import push as push_image
+
+        push_image(what, registry, echo=click.echo)
+
+    @group.command()
+    @click.argument("directory", required=False, default=".",
+                    type=click.Path(file_okay=False, path_type=Path))
+    @click.option("--out", "-o", default="kiln-deploy", show_default=True,
+                  type=click.Path(file_okay=False, path_type=Path),
+                  help="Folder of the manifests; the next run reads them back (canary).")
+    @click.option("--format", "format_", default="kubernetes", show_default=True,
+                  type=click.Choice(["kubernetes", "knative"]))
+    @click.option("--image", metavar="REF",
+                  help="Image to run [deploy.registry/<id>:<version>], e.g. kiln push's "
+                       "reference with its digest.")
+    @click.option("--canary", type=int, metavar="PERCENT",
+                  help="Send PERCENT of requests to this version, the rest to the deployed one.")
+    @click.option("--promote", is_flag=True, help="Make the canary the only version.")
+    @click.option("--rollback", is_flag=True, help="Remove the canary; the previous version "
+                                                   "takes all requests.")
+    @click.option("--batch", is_flag=True,
+                  help="Write an Indexed Job running `kiln batch --shard I/N` instead.")
+    @click.option("--shards", type=click.IntRange(min=1), metavar="N",
+                  help="With --batch: pods of the Job [deploy.replicas.max].")
+    @click.option("--input", "input_", default="input.csv", show_default=True, metavar="PATH",
+                  help="With --batch: the input file, inside the claim.")
+    @click.option("--claim", metavar="PVC",
+                  help="With --batch: the PersistentVolumeClaim holding the input "
+                       "[<id>-data]; the outputs go beside it.")
+    @click.option("--rehearse", is_flag=True,
+                  help="Then run the written pod spec on the local Docker engine and perform "
+                       "its probes.")
+    @user_errors
+    def deploy(directory: Path, out: Path, format_: str, image: str | None,
+               canary: int | None, promote: bool, rollback: bool, batch: bool,
+               shards: int | None, input_: str, claim: str | None, rehearse: bool) -> None:
+        """Write Kubernetes or Knative manifests of the service in DIRECTORY from service.yaml."""
+        import yaml
+
+        from builder.deploy import DeployOptions
+        from builder.deploy import deploy as write
+        from builder.errors import DeployError
+
+        options = DeployOptions(out=out, format=format_, image=image, canary=canary,
+                                promote=promote, rollback=rollback, batch=batch, shards=shards,
+                                input=input_, claim=claim)
+        result = write(directory, options, echo=click.echo)
+        if rehearse:
+            from builder.rehearse import rehearse as run_pod
+
+            if result.pod_file is None:
+                raise DeployError("--rehearse: nothing with a pod spec to rehearse")
+            click.echo(f"Rehearsing {result.pod_file} on the local Docker engine")
+            run_pod(yaml.safe_load(result.pod_file.read_text(encoding="utf-8")),
+                    echo=click.echo)

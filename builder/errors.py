@@ -1,4 +1,4 @@
-"""Exceptions of the builder: what `kiln build`, `kiln lock` and `kiln run` report as one line."""
+"""Exceptions of the builder: what its commands (build, run, push, deploy...) report as one line."""
 from __future__ import annotations
 
 from runtime.errors import KilnError
@@ -14,3 +14,11 @@ class RunError(KilnError):
 
 class LockError(KilnError):
     """Raised when packages cannot be locked, or a requirements.lock does not fit service.yaml."""
+
+
+class DeployError(KilnError):
+    """Raised when manifests cannot be written, or a pod spec fails its rehearsal."""
+
+
+class PushError(KilnError):
+    """Raised when an image cannot be tagged or pushed to a registry."""

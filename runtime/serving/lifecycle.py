@@ -26,11 +26,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Request, Response, request
+from flask import Flask, Request, Response, current_app, request
 
 log = logging.getLogger("kiln.lifecycle")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+VERSION_HEADER = "X-Kiln-Version"
 #: Headers a caller's request id is taken from, first found wins (ODAHU sends Request-ID).
 CALLER_ID_KEYS = ("HTTP_X_REQUEST_ID", "HTTP_REQUEST_ID")
 #: The route label of a request that matched no route (404, 405): raw paths never become labels.
@@ -139,6 +140,9 @@ class Lifecycle:
     def after(self, response: Response) -> Response:
         found = _current.get() or current()  # set by before(), which runs first of all
         response.headers[REQUEST_ID_HEADER] = found.id
+        kiln = current_app.extensions.get("kiln")  # which version answered, during a canary
+        if kiln is not None:
+            response.headers[VERSION_HEADER] = kiln.config.version
         if found.answered:  # the error path of a failed after-request function: heard already
             return response
         found.answered = True

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs, only those missing: a Docker engine
-# (docker.io), debootstrap for the local stand-in base images, Chromium for the docs page
-# and wrk for the benchmarks. Uses the machine's own apt sources.
+# (docker.io), debootstrap for the local stand-in base images, Chromium for the docs page,
+# wrk for the benchmarks and docker-registry for `kiln push`. Uses the machine's own apt sources.
 set -euo pipefail
-want=(docker.io debootstrap chromium wrk)
+want=(docker.io debootstrap chromium wrk docker-registry)
 missing=()
 for pkg in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -1,0 +1,107 @@
+"""`kiln push`: tag a built image for a registry, push it, and print it by digest.
+
+The registry is --registry, else service.yaml's deploy.registry. The pushed reference,
+`HOST/NAMESPACE/NAME@sha256:...`, names exactly these bytes: give it to `kiln deploy --image`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from builder.build import docker_client
+from builder.dockerfile import BuildOptions, default_tag
+from builder.errors import PushError
+from runtime.config import SERVICE_FILE, load_service
+
+Echo = Callable[[str], None]
+
+
+def split_reference(image: str) -> tuple[str, str]:
+    """(repository, tag) of IMAGE; the tag is `latest` when none is given."""
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    if colon > slash:
+        return image[:colon], image[colon + 1:]
+    return image, "latest"
+
+
+def target_reference(image: str, registry: str) -> tuple[str, str]:
+    """(repository, tag) in REGISTRY for IMAGE: its last path part, under the registry."""
+    repository, tag = split_reference(image)
+    return f"{registry.rstrip('/')}/{repository.rsplit('/', 1)[-1]}", tag
+
+
+def progress_lines(chunks: Iterator[dict[str, Any]]) -> Iterator[tuple[str | None, str | None]]:
+    """(line to print or None, digest or None) per chunk of the push stream; raises on an error.
+
+    A layer's line is printed when its status changes (not each progress-bar tick).
+    """
+    last: dict[str, str] = {}
+    for chunk in chunks:
+        if "error" in chunk:
+            detail = (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
+            raise PushError(f"the registry refused the push: {detail}")
+        aux = chunk.get("aux") or {}
+        if aux.get("Digest"):
+            yield None, str(aux["Digest"])
+            continue
+        status, layer = chunk.get("status"), chunk.get("id")
+        if not status:
+            continue
+        if layer:
+            if last.get(layer) == status:
+                continue
+            last[layer] = status
+            yield f"  {layer}: {status}", None
+        else:
+            yield f"  {status}", None
+
+
+def resolve(what: str, registry: str | None) -> tuple[str, str]:
+    """(local image, registry) of WHAT: a service folder (its default tag) or an image name."""
+    if (Path(what) / SERVICE_FILE).is_file():
+        config = load_service(what)
+        image = default_tag(config, BuildOptions())
+        registry = registry or config.get("deploy.registry")
+        where = f"--registry or deploy.registry in {config.path}"
+    else:
+        image, where = what, "--registry (an image name has no service.yaml)"
+    if not registry:
+        raise PushError(f"no registry to push {image} to: give {where}, "
+                        f"e.g. registry.example.com/team")
+    return image, registry
+
+
+def push(what: str, registry: str | None = None, echo: Echo = print) -> str:
+    """Push the image of WHAT; return the pushed reference with its digest."""
+    image, registry = resolve(what, registry)
+    repository, tag = target_reference(image, registry)
+    client = docker_client()
+    try:
+        import docker.errors
+
+        try:
+            client.api.inspect_image(image)
+        except docker.errors.ImageNotFound as err:
+            hint = f"; build it first: kiln build {what}" if image != what else ""
+            raise PushError(f"image {image!r} not found{hint}") from err
+        client.api.tag(image, repository, tag)
+        echo(f"Pushing {repository}:{tag}")
+        digest = None
+        try:
+            stream = client.images.push(repository, tag=tag, stream=True, decode=True)
+            for line, found in progress_lines(stream):
+                if line:
+                    echo(line)
+                digest = found or digest
+        except docker.errors.APIError as err:
+            raise PushError(f"cannot push {repository}:{tag}: "
+                            f"{err.explanation or err}") from err
+    finally:
+        client.close()
+    if not digest:
+        raise PushError(f"the registry took {repository}:{tag} but sent back no digest")
+    reference = f"{repository}@{digest}"
+    echo(f"Pushed {reference}")
+    return reference
