@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import select
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +48,8 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
                  hooks: dict[str, Callable[..., Any]] | None = None):
         self.root = root
         self.settings = settings
-        self.hooks = merge_hooks({"post_worker_init": _post_worker_init}, hooks or {})
+        self.hooks = merge_hooks({"post_worker_init": _post_worker_init,
+                                  "post_request": _post_request}, hooks or {})
         super().__init__()
 
     def load_config(self) -> None:
@@ -91,17 +93,40 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
 
 
 def _post_worker_init(worker: Any) -> None:
-    """Start load() in this worker, and say 'shutting down' once it is asked to stop."""
+    """Start load() in this worker; on SIGTERM, answer not ready and drain before stopping.
+
+    gunicorn's graceful stop ends a worker once its current request is answered, and the
+    connections the kernel had already accepted for the listener (its backlog) are reset when
+    the last worker closes it. Here a worker asked to stop goes on taking connections while any
+    waits in the backlog (`_post_request` looks after each request), then stops as gunicorn
+    would; gunicorn's graceful_timeout still bounds the whole.
+    """
     service = worker.wsgi.extensions["kiln"]
     previous = signal.getsignal(signal.SIGTERM)
 
     def stopping(signum: int, frame: Any) -> None:
-        service.health.stopping = True
-        if callable(previous):
+        service.health.stopping = True  # the status route answers 503 "shutting down" at once
+        if not _waiting(worker) and callable(previous):
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, stopping)
     service.health.start(background=True)
+
+
+def _post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    """gunicorn hook: a stopping worker stops once no connection waits for it any more."""
+    service = worker.wsgi.extensions["kiln"]
+    if service.health.stopping and not _waiting(worker):
+        worker.alive = False  # what gunicorn's own SIGTERM handler does
+
+
+def _waiting(worker: Any) -> bool:
+    """Whether a connection waits in the backlog of one of the worker's listeners."""
+    try:
+        readable, _, _ = select.select(list(worker.sockets), [], [], 0)
+    except (OSError, ValueError):  # a listener closed already
+        return False
+    return bool(readable)
 
 
 def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,

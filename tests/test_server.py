@@ -5,8 +5,10 @@ import base64
 import json
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -76,10 +78,19 @@ def test_slow_load_is_503_then_200_and_startup_never_flips_back(serve, tmp_path)
     assert status.status_code == 503
     assert "loading" in status.json()["reason"]
     assert server.get(STARTUP).status_code == 503
-    assert server.post(PREDICT, json={"input": 1}).status_code == 503
+    # A prediction sent while load() runs waits for it rather than answering 503.
+    early: list[Any] = []
+    waiting = threading.Thread(target=lambda: early.append(
+        server.post(PREDICT, json={"input": 0}, timeout=60)))
+    waiting.start()
+    assert wait_for(lambda: "POST" not in server.output() and waiting.is_alive())
     gate.touch()
+    waiting.join(60)
+    assert early[0].status_code == 200
+    assert early[0].json()["prediction"] == {"loaded": True, "x": 0}
     assert wait_for(lambda: server.get(STATUS).status_code == 200), server.output()
-    wait_for(lambda: server.get(STARTUP).status_code == 200)
+    # Every worker has loaded once ten calls in a row say so; from then on it never flips back.
+    assert wait_for(lambda: all(server.get(STARTUP).status_code == 200 for _ in range(10)))
     for _ in range(5):
         assert server.get(STARTUP).status_code == 200
     assert server.post(PREDICT, json={"input": 1}).json()["prediction"] == {"loaded": True, "x": 1}

@@ -90,7 +90,19 @@ class Health:
 
     @property
     def ready(self) -> bool:
+        """Whether the status route says ready: loaded, and not stopping."""
         return self.finished.is_set() and self.error is None and not self.stopping
+
+    def serving(self, wait: float = 0.0) -> bool:
+        """Whether predictions are answered: load() finished without an error.
+
+        A prediction that reaches a worker still loading (a respawned worker, or the first
+        start) waits up to WAIT seconds for load() rather than answering 503 while other
+        workers are ready; a stopping worker still answers the requests it has accepted.
+        """
+        if wait > 0 and not self.finished.is_set():
+            self.finished.wait(wait)
+        return self.finished.is_set() and self.error is None
 
     def reason(self) -> str:
         """Why the service is not ready; empty when it is."""

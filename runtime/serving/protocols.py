@@ -225,7 +225,7 @@ def _unknown(model_name: str, model_version: str | None) -> Response | None:
 
 def _unready() -> Response | None:
     kiln = _service()
-    if not kiln.health.ready or kiln.predictor is None:
+    if kiln.predictor is None or not kiln.health.serving(wait=kiln.predictor.timeout):
         return error(503, f"not ready: {kiln.health.reason() or 'no predict'}")
     return None
 
