@@ -1,8 +1,9 @@
-"""The four servers bench/run compares, and what they need before the first run.
+"""The servers bench/run compares, and what they need before the first run.
 
 (a) bare Flask under gunicorn, (b) the iris service under `kiln serve`, (c) rest-model-service
 0.6.0 under gunicorn with uvicorn workers, in its own venv, (d) a plain WSGI callable under
-gunicorn. (a) and (d) get the workers, worker class and threads kiln resolves for the
+gunicorn, (e) the iris service with adaptive batching (`predict.batch`) under `kiln serve`,
+(f) a bare FastAPI app under gunicorn with uvicorn workers, in its own venv. (a) and (d) get the workers, worker class and threads kiln resolves for the
 service, so the framework is the only difference; (c) gets the same number of workers.
 """
 from __future__ import annotations
@@ -21,9 +22,12 @@ from procs import Process, free_port
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SERVICE = BENCH / "iris-service"
+#: (e): the same service and model file with predict.batch.
+BATCH_SERVICE = BENCH / "iris-batch-service"
 VENVS = BENCH / ".venvs"
 RMS_VENV = VENVS / "rest-model-service"
 RMS_REQUIREMENT = "rest-model-service==0.6.0"
+FASTAPI_VENV = VENVS / "fastapi"
 #: Tokens for kiln's `auth.mode: token`, when the service turns auth on.
 AUTH_TOKEN = "bench-token-0123456789"
 
@@ -85,27 +89,27 @@ def _gunicorn(app: str, port: int, settings: dict[str, Any]) -> list[str]:
 
 
 def kiln(port: int, key: str = "b", name: str = "kiln serve (all features)",
-         gunicorn_args: str | None = None) -> Contestant:
+         gunicorn_args: str | None = None, service: Path = SERVICE) -> Contestant:
     """(b): `kiln serve` on the bench service, optionally with GUNICORN_CMD_ARGS."""
     env = {"PYTHONPATH": str(ROOT), "BENCH_MODEL": str(SERVICE / "model.joblib"),
            "KILN_AUTH_TOKENS": f"bench:{AUTH_TOKEN}"}
     if gunicorn_args:
         env["GUNICORN_CMD_ARGS"] = gunicorn_args
     auth = f"Bearer {AUTH_TOKEN}" if auth_mode() == "token" else None
-    return Contestant(key, name, [sys.executable, "-m", "runtime.cli", "serve", str(SERVICE),
+    return Contestant(key, name, [sys.executable, "-m", "runtime.cli", "serve", str(service),
                                   "--host", "127.0.0.1", "--port", str(port)],
                       "/api/v1.0/predict", "/api/v1.0/health/status", env, ROOT, auth, port)
 
 
 def all_four(settings: dict[str, Any]) -> list[Contestant]:
-    """(a), (b), (c), (d), each on its own free port.
+    """(a) to (f), each on its own free port (the name is from when there were four).
 
     (c) runs under gunicorn with uvicorn-worker's UvicornWorker, FastAPI's production setup:
     `uvicorn --workers 2` (uvicorn 0.54's own supervisor) stalled every request for ~50 ms
     here (20 req/s on one connection), which would flatter kiln.
     """
     apps_env = {"PYTHONPATH": str(BENCH), "BENCH_MODEL": str(SERVICE / "model.joblib")}
-    a, b, c, d = (free_port() for _ in range(4))
+    a, b, c, d, e, f = (free_port() for _ in range(6))
     rms_env = {**apps_env, "REST_CONFIG": str(BENCH / "apps" / "rest_config.yaml")}
     return [
         Contestant("a", "bare Flask + gunicorn", _gunicorn("apps.flask_app:app", a, settings),
@@ -119,6 +123,13 @@ def all_four(settings: dict[str, Any]) -> list[Contestant]:
                    "/api/models/iris_model/prediction", "/api/health/ready", rms_env, port=c),
         Contestant("d", "plain WSGI + gunicorn", _gunicorn("apps.wsgi_app:app", d, settings),
                    "/", "/", apps_env, port=d),
+        kiln(e, "e", "kiln serve, predict.batch", service=BATCH_SERVICE),
+        Contestant("f", "bare FastAPI + uvicorn workers",
+                   [str(FASTAPI_VENV / "bin" / "gunicorn"), "--no-control-socket",
+                    "--worker-class", "uvicorn_worker.UvicornWorker",
+                    "--bind", f"127.0.0.1:{f}", "--workers", str(settings["workers"]),
+                    "--timeout", "1800", "apps.fastapi_app:app"],
+                   "/api/v1.0/predict", "/health", apps_env, port=f),
     ]
 
 
@@ -151,6 +162,27 @@ def ensure_rms_venv(log: Path) -> Path:
                         f"scikit-learn=={sklearn.__version__}", "joblib"],
                        stdout=out, stderr=subprocess.STDOUT, check=True, timeout=900)
     stamp.write_text(RMS_REQUIREMENT + " gunicorn uvicorn-worker\n")
+    return python
+
+
+def ensure_fastapi_venv(log: Path) -> Path:
+    """Create bench/.venvs/fastapi: fastapi, uvicorn, gunicorn, uvicorn-worker, the model's."""
+    python = FASTAPI_VENV / "bin" / "python"
+    stamp = FASTAPI_VENV / ".bench-installed"
+    if stamp.is_file():
+        return python
+    if not python.exists():
+        venv.create(FASTAPI_VENV, with_pip=True)
+    import gunicorn
+    import sklearn
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "fastapi", "uvicorn",
+                        f"gunicorn=={gunicorn.__version__}", "uvicorn-worker",
+                        f"scikit-learn=={sklearn.__version__}", "joblib"],
+                       stdout=out, stderr=subprocess.STDOUT, check=True, timeout=900)
+    stamp.write_text("fastapi uvicorn gunicorn uvicorn-worker\n")
     return python
 
 

@@ -44,6 +44,12 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
 LABELS = ("route", "method", "status")
 LATENCY = "kiln_http_request_duration_seconds"
+#: Adaptive batching: requests per predict_batch call, and each request's wait for its call.
+BATCH_SIZE = "kiln_batch_size"
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, float("inf"))
+BATCH_WAIT = "kiln_batch_wait_seconds"
+BATCH_WAIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                      float("inf"))
 #: Metrics derived from LATENCY at scrape time: (name, help).
 REQUESTS = ("kiln_http_requests_total",
             "HTTP requests answered, by route rule, method and status class.")
@@ -147,6 +153,11 @@ class Metrics:
         self.load_seconds = Gauge("kiln_model_load_seconds",
                                   "Seconds the service's load() took, the slowest live worker.",
                                   multiprocess_mode="livemax")
+        self.batch_size = Histogram(BATCH_SIZE, "Requests answered by one predict_batch "
+                                    "call (predict.batch).", buckets=BATCH_SIZE_BUCKETS)
+        self.batch_wait = Histogram(BATCH_WAIT, "Seconds a request waited for its "
+                                    "predict_batch call to start (predict.batch).",
+                                    buckets=BATCH_WAIT_BUCKETS)
         #: full name -> (gauge, its label names): log_metric's gauges.
         self.user: dict[str, tuple[Any, tuple[str, ...]]] = {}
         self.lock = threading.Lock()
@@ -338,9 +349,19 @@ def _record_load(health: Any) -> None:
         metrics().load_seconds.set(health.load_seconds)
 
 
+def _observe_batch(size: int, waits: Any) -> None:
+    m = metrics()
+    m.batch_size.observe(size)
+    for seconds in waits:
+        m.batch_wait.observe(seconds)
+
+
 def init_app(app: Flask, service: Any) -> None:
-    """Count and time every request, record load() time, and serve /metrics."""
+    """Count and time every request, record load() time, batch sizes, and serve /metrics."""
     metrics()
+    batcher = getattr(service.predictor, "batcher", None)
+    if batcher is not None:
+        batcher.observers.append(_observe_batch)
     hooks = lifecycle(app)
     hooks.started.append(_started)
     hooks.finished.append(_finished)

@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, stream_with_context
 
 from runtime.serving import API
+from runtime.serving.batching import Batcher, batch_settings, item_of, rows_call
 from runtime.serving.contract import Contract, InputError
 from runtime.serving.lifecycle import current, lifecycle
 from runtime.serving.responses import TAG, documented, error, error_doc
@@ -63,6 +64,9 @@ class Predictor:
     The inference protocols' rows (runtime/serving/protocols.py) go through `run_rows`: one
     `predict_batch(rows)` call where the service defines it (a model's vectorised method),
     else predict once per row, all under one timeout.
+
+    With service.yaml `predict.batch`, `batcher` gathers concurrent requests' inputs into
+    predict_batch calls (runtime/serving/batching.py); `run` and `run_loaded` go through it.
     """
 
     def __init__(self, predict: Callable[..., Any], preprocess: Callable[..., Any] | None,
@@ -75,16 +79,48 @@ class Predictor:
         self.accepts_file = accepts_file
         self.predict_batch = predict_batch
         self.contract = contract or Contract()
+        #: Gathers concurrent requests into predict_batch calls; set by `enable_batching`.
+        self.batcher: Batcher | None = None
+        self._rows = False  # whether the batcher's items are the model template's rows
         # A prediction that overruns its timeout keeps its thread; spare threads keep serving.
         self._pool = Pool("kiln-predict")
 
+    def enable_batching(self, max_size: int, max_latency: float, *, rows: bool = False) -> None:
+        """Gather requests into predict_batch calls of at most MAX_SIZE, waiting MAX_LATENCY s.
+
+        ROWS: predict_batch is the model template's, over the rows of every request at once.
+        """
+        if self.predict_batch is None:
+            return
+        call = rows_call(self.predict_batch) if rows else self.predict_batch
+        self.batcher = Batcher(call, max_size, max_latency, self.timeout)
+        self._rows = rows
+
     def run(self, args: list[Any]) -> Any:
         """preprocess(*args) then predict(...); raises FutureTimeout after predict.timeout."""
+        if self.batcher is not None:
+            if self.preprocess is not None:
+                prepared = call_bounded(self._pool, self.preprocess, tuple(args), self.timeout)
+                args = list(prepared) if isinstance(prepared, tuple) else [prepared]
+            if not self._rows:
+                return self.batcher.submit(item_of(args))
+            rows = _rows_of(args)
+            if rows is not None:
+                return self.batcher.submit(rows)
         return call_bounded(self._pool, self._call, (args,), self.timeout)
 
     def run_loaded(self, loaded: dict[str, Any]) -> Any:
         """preprocess(**loaded) then predict(...), for an input PredictInput loaded."""
+        if self.batcher is not None:
+            if self.preprocess is not None:
+                loaded = call_bounded(self._pool, self._prepare_loaded, (loaded,), self.timeout)
+            return self.batcher.submit(loaded)
         return call_bounded(self._pool, self._call_loaded, (loaded,), self.timeout)
+
+    def _prepare_loaded(self, loaded: dict[str, Any]) -> Any:
+        """What predict would get after preprocess: the dict it spreads, or the one value."""
+        assert self.preprocess is not None
+        return self.preprocess(**loaded)
 
     def run_rows(self, rows: list[Any]) -> Any:
         """One prediction per row (a list, or the array predict_batch answers).
@@ -124,6 +160,16 @@ class Predictor:
             answer = one(row)
             answers.append(list(answer) if isinstance(answer, Iterator) else answer)
         return answers
+
+
+def _rows_of(args: list[Any]) -> list[Any] | None:
+    """The rows predict(*ARGS) gives the model template: lists of values, or numbers as one
+    row; None for anything else (split orient, objects), which goes unbatched."""
+    if args and all(isinstance(a, (list, tuple)) for a in args):
+        return args
+    if args and all(isinstance(a, (int, float, str)) and not isinstance(a, bool) for a in args):
+        return [list(args)]
+    return None
 
 
 def contract_of(app: Flask) -> Contract:
@@ -189,7 +235,7 @@ def operations(app: Flask) -> dict[str, dict[str, Any]]:
 @documented(operations)
 def predict() -> Any:
     kiln = current_app.extensions["kiln"]
-    if not kiln.health.ready:
+    if not kiln.health.serving(wait=kiln.predictor.timeout if kiln.predictor else 0):
         return error(503, f"not ready: {kiln.health.reason()}")
     now = current()
     body = now.request.get_json()
@@ -197,6 +243,7 @@ def predict() -> Any:
         return error(400, 'body must be a JSON object with the key "input", e.g. {"input": [1, 2]}')
     value = body["input"]
     predictor: Predictor = kiln.predictor
+    _arrived(now)
     if predictor.contract.input is not None:
         try:
             loaded = predictor.contract.load(value)
@@ -236,7 +283,35 @@ def _answer(predictor: Predictor, run: Callable[[Any], Any], given: Any, paths: 
     return current_app.json.response({"prediction": result, "request_id": rid})
 
 
+ARRIVING = "kiln.batch.arriving"  # environ key: this request counts in its batcher's arriving
+
+
+def _arriving(now: Any) -> None:
+    batcher = getattr(current_app.extensions["kiln"].predictor, "batcher", None)
+    if now.endpoint == ENDPOINT and batcher is not None:
+        batcher.arrive()
+        now.environ[ARRIVING] = batcher
+
+
+def _arrived(now: Any, *_: Any) -> None:
+    batcher = now.environ.pop(ARRIVING, None)
+    if batcher is not None:
+        batcher.arrived()
+
+
 def init_app(app: Flask) -> None:
-    """Serve the predict route."""
+    """Serve the predict route; gather its requests into batches when service.yaml says so."""
+    from runtime.serving.model import ModelPredictor
+
+    service = app.extensions["kiln"]
+    predictor: Predictor | None = service.predictor
+    batching = batch_settings(service.config)
+    if predictor is not None and batching is not None:
+        rows = isinstance(getattr(predictor.predict, "__self__", None), ModelPredictor)
+        predictor.enable_batching(*batching, rows=rows)
+        hooks = lifecycle(app)
+        hooks.started.insert(0, _arriving)
+        hooks.finished.append(_arrived)
+        hooks.aborted.append(_arrived)
     app.register_blueprint(builtin)
     lifecycle(app).mark(ENDPOINT, "predict")
