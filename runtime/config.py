@@ -165,6 +165,10 @@ def _not_negative(value: float) -> str | None:
     return None if value >= 0 else f"must be 0 or more, got {value!r}"
 
 
+def _at_least_one(value: int) -> str | None:
+    return None if value >= 1 else f"must be 1 or more, got {value!r}"
+
+
 #: The keys of auth.jwt (the JWT of an identity provider), checked and documented as one table.
 JWT_SETTINGS: tuple[Setting, ...] = (
     Setting("issuer", str, None, "The provider's `iss`, matched exactly."),
@@ -233,7 +237,7 @@ REFUSED: dict[str, str] = {
                     "kiln logs JSON lines (KILN_LOG_FORMAT=text for people)"),
 }
 REFUSED_PREFIXES = ("control_socket", "dirty_", "statsd_")
-WORKER_CLASSES = ("sync", "gthread")
+WORKER_CLASSES = ("sync", "gthread", "gevent")  # gevent: when installed (predict.batch)
 
 
 
@@ -271,6 +275,64 @@ def _gunicorn(value: dict[str, Any]) -> str | None:
     return None
 
 
+#: DNS-1123 subdomain: the names of Kubernetes Secrets and namespaces (namespaces: a label).
+K8S_NAME = r"^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$"
+K8S_LABEL = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+REPLICAS_KEYS = ("min", "max")
+TARGET_KEYS = ("cpu_percent", "concurrency")
+
+
+def _registry(value: str) -> str | None:
+    if "://" in value or not re.match(r"^[A-Za-z0-9.-]+(?::[0-9]+)?(?:/[a-z0-9._/-]+)?$", value):
+        return (f"{value!r} is not HOST[:PORT][/NAMESPACE], e.g. registry.example.com/team "
+                f"(no scheme, no tag)")
+    return None
+
+
+def _namespace(value: str) -> str | None:
+    return None if re.match(K8S_LABEL, value) else (
+        f"{value!r} is not a Kubernetes namespace: at most 63 characters of a-z, 0-9 and '-'")
+
+
+def _k8s_names(value: list[str]) -> str | None:
+    bad = [v for v in value if not re.match(K8S_NAME, v)]
+    return (f"{bad[0]!r} is not a Kubernetes object name: a-z, 0-9, '-' and '.', "
+            f"starting and ending with a letter or digit") if bad else None
+
+
+def _whole(key: str, value: Any, least: int) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        return f".{key}: must be a whole number of at least {least}, got {value!r}"
+    return None
+
+
+def _replicas(value: dict[str, Any]) -> str | None:
+    """{min, max}: min 0 or more (0 scales to zero, knative only), max at least 1 and min."""
+    for key in value:
+        if key not in REPLICAS_KEYS:
+            return f".{key}: unknown key; allowed in replicas: {', '.join(REPLICAS_KEYS)}"
+    low, high = value.get("min", 1), value.get("max", 1)
+    problem = _whole("min", low, 0) or _whole("max", high, 1)
+    if problem:
+        return problem
+    if high < low:
+        return f".max: must be at least min ({low}), got {high}"
+    return None
+
+
+def _target(value: dict[str, Any]) -> str | None:
+    """{cpu_percent (1-100: the HPA's CPU target), concurrency (requests per pod: knative)}."""
+    for key in value:
+        if key not in TARGET_KEYS:
+            return f".{key}: unknown key; allowed in target: {', '.join(TARGET_KEYS)}"
+    problem = _whole("cpu_percent", value.get("cpu_percent", 70), 1)
+    if problem or value.get("cpu_percent", 70) > 100:
+        return problem or f".cpu_percent: must be 1 to 100, got {value['cpu_percent']!r}"
+    if value.get("concurrency") is not None:
+        return _whole("concurrency", value["concurrency"], 1)
+    return None
+
+
 SETTINGS: tuple[Setting, ...] = (
     Setting("id", str, None, "Service id: DNS-safe name used in URLs, images and metrics.",
             validator=check_id),
@@ -292,6 +354,12 @@ SETTINGS: tuple[Setting, ...] = (
             validator=_positive, json_type="number"),
     Setting("predict.accepts_file", bool, False, "Input is base64, decoded to a temporary file "
             "whose path predict() receives."),
+    Setting("predict.batch.max_size", int, None, "Adaptive batching (with predict_batch, or a "
+            "model): at most this many requests in one call (32 when predict.batch is set).",
+            validator=_at_least_one),
+    Setting("predict.batch.max_latency_ms", (int, float), None, "Adaptive batching: "
+            "milliseconds to wait for more requests after a batch's first (5 when predict.batch "
+            "is set).", validator=_not_negative, json_type="number"),
     Setting("flask", dict, {}, "Key-value pairs set on Flask's app.config.", validator=_upper_keys),
     Setting("gunicorn", dict, {}, "Key-value gunicorn settings; bind may not be set here.",
             validator=_gunicorn),
@@ -304,6 +372,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("metrics.public", bool, False, "/metrics stays open when auth is on."),
     Setting("capture.dir", str, "captures", "Folder for captured requests and responses."),
     Setting("capture.bodies", bool, True, "Capture request and response bodies, not only metadata."),
+    Setting("deploy.registry", str, None, "HOST[:PORT]/NAMESPACE that `kiln push` pushes to and "
+            "`kiln deploy` takes the image from.", validator=_registry),
+    Setting("deploy.namespace", str, None, "Kubernetes namespace of the manifests "
+            "[the current context's].", validator=_namespace),
+    Setting("deploy.replicas", dict, {"min": 1, "max": 3}, "Pods: {min, max}; min 0 (scale to "
+            "zero) with --format knative only.", validator=_replicas),
+    Setting("deploy.target", dict, {"cpu_percent": 70}, "Autoscaling target: {cpu_percent: "
+            "the HPA's CPU use, concurrency: requests per pod (knative)}.", validator=_target),
+    Setting("deploy.secrets", list, [], "Kubernetes Secrets whose keys become environment "
+            "variables (KILN_AUTH_* and the like); their values are never written.",
+            items=str, validator=_k8s_names),
+    Setting("deploy.image_pull_secrets", list, [], "Secrets the cluster pulls the image with.",
+            items=str, validator=_k8s_names),
 )
 
 BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
@@ -311,8 +392,15 @@ BY_JWT: dict[str, Setting] = {s.key: s for s in JWT_SETTINGS}
 #: Sections whose keys are the settings' dotted children (flask and gunicorn are free mappings).
 SECTIONS: dict[str, list[str]] = {}
 for _s in SETTINGS:
-    if "." in _s.key:
-        SECTIONS.setdefault(_s.key.split(".")[0], []).append(_s.key.split(".", 1)[1])
+    # predict.batch.max_size: predict holds batch, and predict.batch holds max_size.
+    _parts = _s.key.split(".")
+    for _depth in range(1, len(_parts)):
+        _names = SECTIONS.setdefault(".".join(_parts[:_depth]), [])
+        if _parts[_depth] not in _names:
+            _names.append(_parts[_depth])
+#: What a setting of an optional section takes when the section is written without it.
+SECTION_DEFAULTS: dict[str, Any] = {"predict.batch.max_size": 32,
+                                    "predict.batch.max_latency_ms": 5}
 REQUIRED = ("id",)
 #: Sections that are off unless the file names them.
 OPTIONAL_SECTIONS = ("capture",)
@@ -370,11 +458,7 @@ def parse_service(data: Any, source: str = SERVICE_FILE) -> dict[str, Any]:
                 value = {}
             if not isinstance(value, dict):
                 raise fail(key, f"must be a mapping with keys {', '.join(SECTIONS[key])}")
-            for sub, subvalue in value.items():
-                dotted = f"{key}.{sub}"
-                if dotted not in BY_KEY:
-                    raise fail(dotted, f"unknown key; allowed in {key}: {', '.join(SECTIONS[key])}")
-                values[dotted] = subvalue
+            _section(key, value, values, fail)
         elif key in BY_KEY:
             # `flask:` with nothing under it is an empty mapping, not an error.
             values[key] = {} if value is None and BY_KEY[key].default == {} else value
@@ -403,6 +487,28 @@ def parse_service(data: Any, source: str = SERVICE_FILE) -> dict[str, Any]:
     if out["title"] is None:
         out["title"] = out["id"]
     return out
+
+
+def _section(key: str, value: dict[str, Any], values: dict[str, Any],
+             fail: Callable[[str, str], ConfigError]) -> None:
+    """Put the settings of section KEY's mapping VALUE (and its own sections) into VALUES."""
+    for sub, subvalue in value.items():
+        dotted = f"{key}.{sub}"
+        if dotted in SECTIONS:
+            if subvalue is None:
+                subvalue = {}
+            if not isinstance(subvalue, dict):
+                raise fail(dotted, f"must be a mapping with keys {', '.join(SECTIONS[dotted])}")
+            # Written at all, even empty, the section is on: its keys get their defaults.
+            for name in SECTIONS[dotted]:
+                default = SECTION_DEFAULTS.get(f"{dotted}.{name}")
+                if default is not None:
+                    values.setdefault(f"{dotted}.{name}", default)
+            _section(dotted, subvalue, values, fail)
+        elif dotted in BY_KEY:
+            values[dotted] = subvalue
+        else:
+            raise fail(dotted, f"unknown key; allowed in {key}: {', '.join(SECTIONS[key])}")
 
 
 def _copy(value: Any) -> Any:
@@ -451,6 +557,11 @@ def json_schema() -> dict[str, Any]:
             out["items"] = {"type": "string"}
         if s.key == "algorithms":
             out["items"] = {"type": "string", "enum": list(JWT_ALGORITHMS)}
+        if s.key in ("deploy.replicas", "deploy.target"):
+            keys = REPLICAS_KEYS if s.key == "deploy.replicas" else TARGET_KEYS
+            out["properties"] = {k: {"type": "integer", "minimum": 0 if k == "min" else 1}
+                                 for k in keys}
+            out["additionalProperties"] = False
         if s.key == "auth.jwt":
             out["properties"] = {j.key: prop(j) for j in JWT_SETTINGS}
             out["required"] = list(JWT_REQUIRED)
@@ -460,9 +571,11 @@ def json_schema() -> dict[str, Any]:
     properties: dict[str, Any] = {}
     for s in SETTINGS:
         if "." in s.key:
-            section, sub = s.key.split(".", 1)
-            block = properties.setdefault(section, {"type": "object", "properties": {},
-                                                    "additionalProperties": False})
+            *sections, sub = s.key.split(".")
+            block = {"properties": properties}
+            for section in sections:
+                block = block["properties"].setdefault(section, {
+                    "type": "object", "properties": {}, "additionalProperties": False})
             block["properties"][sub] = prop(s)
         else:
             properties[s.key] = prop(s)

@@ -13,8 +13,10 @@ import shutil
 import signal
 import sys
 import tarfile
+import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import pytest
 import requests
 import yaml
 from click.testing import CliRunner
+from prometheus_client.parser import text_string_to_metric_families
 
 from builder.build import build_image
 from builder.dockerfile import BuildOptions
@@ -445,3 +448,80 @@ def test_kiln_run_dev_needs_a_service_folder(docker_engine: Any, cpu_image: tupl
     assert result.exit_code == 1
     assert result.output.strip() == (f"Error: --dev needs a service folder (with service.yaml), "
                                      f"got {cpu_image[0]!r}")
+
+
+def test_the_image_batches_concurrent_requests(tmp_path: Path, containers: Containers,
+                                               cpu_image: tuple[str, str]) -> None:
+    """predict.batch from a mounted service.yaml: one worker, so concurrent requests meet."""
+    data = yaml.safe_load((SERVICES / "imaged" / "service.yaml").read_text())
+    data.update(predict={"batch": {"max_size": 16, "max_latency_ms": 200}},
+                gunicorn={"workers": 1})
+    mounted = tmp_path / "service.yaml"
+    mounted.write_text(yaml.safe_dump(data))
+    mounted.chmod(0o644)
+    container, url = containers.run(cpu_image[0], volumes={
+        str(mounted): {"bind": "/srv/service/service.yaml", "mode": "ro"}})
+
+    def batch_sizes() -> tuple[float, float]:
+        text = requests.get(f"{url}/metrics", timeout=10).text
+        found = {s.name: s.value for f in text_string_to_metric_families(text)
+                 for s in f.samples if s.name.startswith("kiln_batch_size_")}
+        return found.get("kiln_batch_size_count", 0.0), found.get("kiln_batch_size_sum", 0.0)
+
+    def post(marker: int) -> int:
+        answer = requests.post(f"{url}/api/v1.0/predict", json={"input": [marker, 1000]},
+                               timeout=30)
+        assert answer.status_code == 200
+        return int(answer.json()["prediction"])
+
+    shared = False
+    for _ in range(5):  # bounded: 200 ms of gathering almost always brings 8 together at once
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(post, range(8))) == [m + 1000 for m in range(8)]
+        calls, items = batch_sizes()
+        if items > calls:
+            shared = True
+            break
+    assert shared, container.logs().decode(errors="replace")[-3000:]
+    assert "Using worker: gthread" in container.logs().decode(errors="replace")  # no gevent here
+
+
+def test_docker_stop_answers_every_request_already_accepted(
+        tmp_path: Path, cpu_image: tuple[str, str], containers: Containers) -> None:
+    from tests.test_graceful import slow_service
+
+    folder = slow_service(tmp_path)
+    for path in [folder, *folder.rglob("*")]:  # the container's user (10001) reads the mount
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    workers = 2
+    container, url = containers.run(
+        cpu_image[0], environment={"GUNICORN_CMD_ARGS": f"--workers {workers}"},
+        volumes={str(folder): {"bind": "/srv/service", "mode": "ro"}})
+    answers: list[int | str] = []
+
+    def call() -> None:
+        try:
+            answers.append(requests.post(f"{url}/api/v1.0/predict", json={"input": 1.5},
+                                         timeout=60).status_code)
+        except requests.RequestException as err:
+            answers.append(type(err).__name__)
+
+    def queued() -> int:
+        # The accept queue of gunicorn's listener, read inside the container's network.
+        table = container.exec_run(["cat", "/proc/net/tcp"]).output.decode()
+        for line in table.splitlines()[1:]:
+            fields = line.split()
+            if fields[1].endswith(":1F90") and fields[3] == "0A":  # port 8080, LISTEN
+                return int(fields[4].split(":")[1], 16)
+        return 0
+
+    callers = [threading.Thread(target=call) for _ in range(3 * workers)]
+    for caller in callers:
+        caller.start()
+    assert wait_for(lambda: queued() >= 2 * workers, timeout=30), container.logs().decode()
+    container.stop(timeout=30)  # SIGTERM to kiln serve, PID 1 of the image
+    for caller in callers:
+        caller.join(60)
+    assert answers == [200] * (3 * workers), container.logs().decode(errors="replace")
+    container.reload()
+    assert container.attrs["State"]["ExitCode"] == 0
