@@ -149,3 +149,15 @@ def serving(factory: pytest.TempPathFactory, service: str,
                     env=env)
     yield server.wait_ready()
     server.stop()
+
+
+def write_service(folder: Path, service: dict[str, Any], files: dict[str, str]) -> Path:
+    """A service folder: service.yaml from SERVICE, and FILES (relative path -> text)."""
+    import yaml
+
+    folder.mkdir(parents=True)
+    (folder / "service.yaml").write_text(yaml.safe_dump(service))
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder

@@ -15,7 +15,7 @@ from runtime.app import create_app, service_of
 from runtime.config import parse_service
 from runtime.errors import ConfigError
 from runtime.testing import make_app
-from tests.support import SERVICES
+from tests.support import SERVICES, write_service
 
 TYPED = SERVICES / "typed"
 EXAMPLE = {"features": [1.5, 2.5, 3.0], "count": 2, "label": "cat"}
@@ -25,15 +25,6 @@ def calls(app: Any) -> list[dict[str, Any]]:
     """What the typed service's predict() was called with, in this app."""
     found: list[dict[str, Any]] = service_of(app).code.predict.__globals__["CALLS"]
     return found
-
-
-def write_service(folder: Path, service: dict[str, Any], files: dict[str, str]) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "service.yaml").write_text(yaml.safe_dump(service))
-    for name, text in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
-    return folder
 
 
 def test_predict_input_fields_are_predicts_keyword_arguments() -> None:

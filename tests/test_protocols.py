@@ -17,7 +17,7 @@ from runtime.app import create_app, service_of
 from runtime.serving import tensors
 from runtime.serving.tensors import TensorError
 from runtime.testing import make_app
-from tests.support import SERVICES, Server, serving
+from tests.support import SERVICES, Server, serving, write_service
 
 TYPED = SERVICES / "typed"
 INFER = "/v2/models/typed/infer"
@@ -31,15 +31,6 @@ TYPED_INPUTS = [
 def post(client: Any, path: str, body: Any) -> Any:
     """POST BODY as JSON with no Content-Type, as protocol clients send it."""
     return client.post(path, data=json.dumps(body))
-
-
-def write_service(folder: Path, service: dict[str, Any], files: dict[str, str]) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "service.yaml").write_text(yaml.safe_dump(service))
-    for name, text in files.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(text)
-    return folder
 
 
 # Tensors, pure.

@@ -181,13 +181,7 @@ class Batcher:
             item.answer(answer)
 
     def _checked(self, items: list[Any]) -> Sequence[Any]:
-        answers = self.call(items)
-        if isinstance(answers, Iterator):
-            answers = list(answers)
-        if len(answers) != len(items):
-            raise ValueError(f"predict_batch answered {len(answers)} predictions for "
-                             f"{len(items)} inputs; it must answer one per input")
-        return answers
+        return call_batch(self.call, items)
 
 
 def item_of(args: Sequence[Any]) -> Any:
@@ -213,3 +207,14 @@ def rows_call(predict_batch: Callable[[list[Any]], Any]) -> Callable[[list[Any]]
         return out
 
     return call
+
+
+def call_batch(call: Callable[[list[Any]], Any], items: list[Any]) -> Sequence[Any]:
+    """`call(items)`, checked to answer one prediction per item (a generator is read out)."""
+    answers = call(items)
+    if isinstance(answers, Iterator):
+        answers = list(answers)
+    if len(answers) != len(items):
+        raise ValueError(f"predict_batch answered {len(answers)} predictions for "
+                         f"{len(items)} inputs; it must answer one per input")
+    return answers  # type: ignore[no-any-return]

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, stream_with_context
 
 from runtime.serving import API
-from runtime.serving.batching import Batcher, batch_settings, item_of, rows_call
+from runtime.serving.batching import Batcher, batch_settings, call_batch, item_of, rows_call
 from runtime.serving.contract import Contract, InputError
 from runtime.serving.lifecycle import current, lifecycle
 from runtime.serving.responses import TAG, documented, error, error_doc
@@ -146,13 +146,7 @@ class Predictor:
 
     def _call_rows(self, rows: list[Any]) -> Any:
         if self.predict_batch is not None:
-            answer = self.predict_batch(rows)
-            if isinstance(answer, Iterator):
-                answer = list(answer)
-            if len(answer) != len(rows):
-                raise ValueError(f"predict_batch answered {len(answer)} predictions for "
-                                 f"{len(rows)} rows; it must answer one per row")
-            return answer
+            return call_batch(self.predict_batch, rows)
         one = self._call_loaded if self.contract.input is not None else (
             lambda row: self._call([row]))
         answers = []
