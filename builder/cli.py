@@ -148,11 +148,14 @@ def add_deploy_commands(group: click.Group, user_errors: Callable[[Any], Any]) -
                        "[<id>-data]; the outputs go beside it.")
     @click.option("--rehearse", is_flag=True,
                   help="Then run the written pod spec on the local Docker engine and perform "
-                       "its probes.")
+                       "its probes (a batch Job: each index to completion).")
+    @click.option("--data", metavar="DIR", type=click.Path(file_okay=False, path_type=Path),
+                  help="With --batch --rehearse: a local folder standing in for the claim.")
     @user_errors
     def deploy(directory: Path, out: Path, format_: str, image: str | None,
                canary: int | None, promote: bool, rollback: bool, batch: bool,
-               shards: int | None, input_: str, claim: str | None, rehearse: bool) -> None:
+               shards: int | None, input_: str, claim: str | None, rehearse: bool,
+               data: Path | None) -> None:
         """Write Kubernetes or Knative manifests of the service in DIRECTORY from service.yaml."""
         import yaml
 
@@ -171,4 +174,4 @@ def add_deploy_commands(group: click.Group, user_errors: Callable[[Any], Any]) -
                 raise DeployError("--rehearse: nothing with a pod spec to rehearse")
             click.echo(f"Rehearsing {result.pod_file} on the local Docker engine")
             run_pod(yaml.safe_load(result.pod_file.read_text(encoding="utf-8")),
-                    echo=click.echo)
+                    echo=click.echo, data=data)

@@ -107,7 +107,7 @@ def plan(w: m.Workload, options: DeployOptions, existing: dict[str, dict[str, An
                           options.claim or f"{w.id}-data")
         note = (f"the Job reads {m.DATA}/{options.input.strip('/')} from the claim "
                 f"{options.claim or w.id + '-data'} in {shards} shards")
-        return Plan(write={names["job"]: job}, notes=[note])
+        return Plan(write={names["job"]: job}, notes=[note], pod_file=names["job"])
     if options.format == "knative":
         return _plan_knative(w, options, existing.get(names["knative"]), names["knative"])
     return _plan_kubernetes(w, options, existing, names)

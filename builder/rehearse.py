@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -188,8 +189,15 @@ class Rehearsal:
         self.echo(f"  SIGTERM: exited with code {code} within the {grace} s grace period")
 
 
-def rehearse(manifest: dict[str, Any], echo: Echo = print) -> None:
-    """Run every container of MANIFEST's pod spec and perform its probes; raise on a failure."""
+def rehearse(manifest: dict[str, Any], echo: Echo = print, data: Path | None = None) -> None:
+    """Run every container of MANIFEST's pod spec and perform its probes; raise on a failure.
+
+    An Indexed Job runs each of its pods to completion instead (`rehearse_job`), with DATA,
+    a local folder, standing in for its PersistentVolumeClaims.
+    """
+    if manifest.get("kind") == "Job":
+        rehearse_job(manifest, data, echo)
+        return
     pod = pod_spec_of(manifest)
     grace = int(pod.get("terminationGracePeriodSeconds", DEFAULT_GRACE))
     client = docker_client()
@@ -241,5 +249,73 @@ def _one(client: Any, pod: dict[str, Any], spec: dict[str, Any], grace: int, hos
                 echo(f"The container's log ends:\n{run.logs()}")
                 raise
         run.stop(grace)
+    finally:
+        container.remove(force=True)
+
+
+#: Longest a rehearsed Job pod may run.
+JOB_TIMEOUT = 600
+_VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def expand(words: list[str], env: dict[str, str]) -> list[str]:
+    """Kubernetes' `$(NAME)` in command and args, from the container's env (others kept)."""
+    return [_VAR.sub(lambda m: env.get(m.group(1), m.group(0)), word) for word in words]
+
+
+def rehearse_job(manifest: dict[str, Any], data: Path | None, echo: Echo = print) -> None:
+    """Run each index of an Indexed Job's pod to completion, one after the other.
+
+    JOB_COMPLETION_INDEX is set as the Job controller sets it, `$(...)` in command and args
+    expanded as the kubelet expands it, and every PersistentVolumeClaim mounted from DATA.
+    """
+    if data is None:
+        raise DeployError("--rehearse of a batch Job needs --data DIR: a local folder standing "
+                          "in for its volume claim, holding the input")
+    pod = pod_spec_of(manifest)
+    completions = int(manifest["spec"].get("completions") or 1)
+    claims = {v["name"] for v in pod.get("volumes") or [] if "persistentVolumeClaim" in v}
+    client = docker_client()
+    try:
+        host_cpus = int(client.info().get("NCPU") or 1)
+        for index in range(completions):
+            for spec in pod.get("containers") or []:
+                _one_job_pod(client, pod, spec, index, completions, claims, data.resolve(),
+                             host_cpus, echo)
+    finally:
+        client.close()
+    echo(f"Rehearsal passed: {completions} of {completions} indexes completed")
+
+
+def _one_job_pod(client: Any, pod: dict[str, Any], spec: dict[str, Any], index: int,
+                 completions: int, claims: set[str], data: Path, host_cpus: int,
+                 echo: Echo) -> None:
+    import docker.errors
+
+    kwargs = run_kwargs(pod, spec, host_cpus)
+    env = {**kwargs["environment"], "JOB_COMPLETION_INDEX": str(index)}
+    kwargs["environment"] = env
+    for key in ("entrypoint", "command"):
+        if key in kwargs:
+            kwargs[key] = expand(kwargs[key], env)
+    kwargs["volumes"] = {str(data): {"bind": m["mountPath"], "mode": "rw"}
+                         for m in spec.get("volumeMounts") or [] if m["name"] in claims}
+    kwargs.pop("ports", None)
+    echo(f"Rehearsing index {index} of {completions}: "
+         f"{' '.join(kwargs.get('entrypoint', []) + kwargs.get('command', []))}")
+    try:
+        container = client.containers.create(spec["image"], **kwargs)
+    except docker.errors.ImageNotFound as err:
+        raise DeployError(f"image {spec['image']!r} is not on this engine; pull or build "
+                          f"it first") from err
+    except docker.errors.APIError as err:
+        raise DeployError(f"cannot create the container: {err.explanation or err}") from err
+    try:
+        container.start()
+        status = container.wait(timeout=JOB_TIMEOUT).get("StatusCode")
+        logs = container.logs(tail=20).decode(errors="replace").rstrip()
+        if status != 0:
+            raise DeployError(f"index {index} exited with {status}; its log ends:\n{logs}")
+        echo(f"  index {index} completed: {logs.splitlines()[-1] if logs else 'no output'}")
     finally:
         container.remove(force=True)

@@ -6,6 +6,7 @@ it whose load() raises; the registry is Debian's docker-registry, started and st
 from __future__ import annotations
 
 import contextlib
+import csv
 import shutil
 import signal
 import subprocess
@@ -142,4 +143,30 @@ def test_rehearse_fails_naming_the_probe_and_the_load_error(
     assert last.endswith("last answer 503: load() failed: app/predict.py:2: RuntimeError: "
                          "weights file is corrupt")
     assert "The container's log ends:" in result.output
+    assert leftovers(docker_engine) == []
+
+
+def test_a_rehearsed_batch_job_of_three_shards_writes_each_row_once(
+        tmp_path: Path, docker_engine: Any, cpu_image: tuple[str, str]) -> None:  # noqa: F811
+    data = tmp_path / "claim"
+    data.mkdir()
+    data.chmod(0o777)  # the pods' user (10001) writes its shard's output beside the input
+    rows = 4500  # 5 chunks of 1000 rows: shards 0 and 1 take two each, shard 2 one
+    with (data / "input.csv").open("w") as file:
+        file.write("a,b\n")
+        for n in range(rows):
+            file.write(f"{n},{2 * n}\n")
+    (data / "input.csv").chmod(0o644)
+    result = CliRunner().invoke(cli, [
+        "deploy", str(SERVICES / "imaged"), "-o", str(tmp_path / "out"), "--image", cpu_image[0],
+        "--batch", "--shards", "3", "--input", "input.csv", "--rehearse", "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "Rehearsal passed: 3 of 3 indexes completed" in result.output
+    seen: list[tuple[int, int, float]] = []
+    for index in range(3):
+        with (data / f"input.predictions.part-{index}.csv").open() as file:
+            for row in csv.DictReader(file):
+                assert row["error"] == "", row
+                seen.append((int(row["a"]), int(row["b"]), float(row["prediction"])))
+    assert sorted(seen) == [(n, 2 * n, float(3 * n)) for n in range(rows)]
     assert leftovers(docker_engine) == []
