@@ -33,7 +33,7 @@ $(LINT_STAMP): $(STAMP)
 	@touch $@
 
 .venv-%/.kiln-installed: setup.cfg pyproject.toml $(PACKAGE_FILES)
-	bash tests/infra/venv.sh $* $(@D)
+	bash tests/infra/venv.sh $* $(@D) matrix
 	@touch $@
 
 ## demo: install into .venv, scaffold an example service and serve it on $(HOST):$(PORT)

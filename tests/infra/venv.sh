@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Make or refresh a virtual environment with one Python and kiln installed into it non-editable,
-# as a user's `pip install .` does, with the test extra:
-#   bash tests/infra/venv.sh 3.12 .venv-3.12
+# as a user's `pip install .` does, with an extra of tests (EXTRA, default test):
+#   bash tests/infra/venv.sh 3.12 .venv-3.12 matrix
 # The interpreter is pyenv's newest 3.12.x, else python3.12 on PATH; none is an error, since a
 # supported Python is one that `make test` runs. pip's output goes to DIR/install.log and is
 # shown only when the install fails.
 set -euo pipefail
-version=$1 dir=$2
+version=$1 dir=$2 extra=${3:-test}
 
 log() { echo "venv: $*" >&2; }
 
@@ -43,4 +43,4 @@ pip() {
 
 : >"$dir/install.log"
 pip install --upgrade pip
-pip install '.[test]'
+pip install ".[$extra]"
