@@ -239,3 +239,13 @@ def test_predict_with_and_without_a_trailing_slash_is_one_series() -> None:
     assert total(text, "kiln_http_requests_total", method="POST",
                  route="/api/v1.0/predict") == before + 2
     assert total(text, "kiln_predictions_total") >= 2
+
+
+def test_requests_and_predictions_are_labelled_by_the_service_version() -> None:
+    app = client(SERVICES / "observed")  # version 2.0.0
+    assert app.post("/api/v1.0/predict", json={"input": 3}).status_code == 200
+    text = app.get("/metrics").text
+    assert total(text, "kiln_http_requests_total", route="/api/v1.0/predict",
+                 version="2.0.0") >= 1
+    assert total(text, "kiln_predictions_total", status="2xx", version="2.0.0") >= 1
+    assert total(text, "kiln_predict_duration_seconds_count", version="2.0.0") >= 1

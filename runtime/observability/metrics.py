@@ -12,6 +12,7 @@ Labels never carry raw paths: a request is labelled with its route rule
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -42,7 +43,7 @@ MAX_USER_METRICS = 200
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
            float("inf"))
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
-LABELS = ("route", "method", "status")
+LABELS = ("route", "method", "status", "version")
 LATENCY = "kiln_http_request_duration_seconds"
 #: Adaptive batching: requests per predict_batch call, and each request's wait for its call.
 BATCH_SIZE = "kiln_batch_size"
@@ -161,11 +162,13 @@ class Metrics:
         #: full name -> (gauge, its label names): log_metric's gauges.
         self.user: dict[str, tuple[Any, tuple[str, ...]]] = {}
         self.lock = threading.Lock()
-        #: (route, method, status class) -> its latency child: labels() looks it up under a lock.
-        self.series: dict[tuple[str, str, str], Any] = {}
+        #: (route, method, status class, version) -> its latency child: labels() looks it up
+        #: under a lock.
+        self.series: dict[tuple[str, str, str, str], Any] = {}
 
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method if method in METHODS else "other", f"{status // 100}xx")
+    def observe(self, route: str, method: str, status: int, seconds: float,
+                version: str = "") -> None:
+        key = (route, method if method in METHODS else "other", f"{status // 100}xx", version)
         child = self.series.get(key)
         if child is None:
             child = self.series[key] = self.latency.labels(*key)
@@ -272,27 +275,28 @@ def derived(samples: Iterable[Any]) -> list[Any]:
     from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
     requests = CounterMetricFamily(*REQUESTS, labels=LABELS)
-    buckets: dict[str, dict[str, float]] = {}
-    sums: dict[str, float] = {}
+    # (status class, version) -> le -> count, and -> sum: a canary's figures beside the rest.
+    buckets: dict[tuple[str, str], dict[str, float]] = {}
+    sums: dict[tuple[str, str], float] = {}
     for sample in samples:
         labels = sample.labels
         kind = sample.name[len(LATENCY):]
         if kind == "_count":
-            requests.add_metric([labels[k] for k in LABELS], sample.value)
+            requests.add_metric([labels.get(k, "") for k in LABELS], sample.value)
         if labels.get("method") != "POST" or labels.get("route") != PREDICT_ROUTE:
             continue
-        status = labels["status"]
+        key = (labels["status"], labels.get("version", ""))
         if kind == "_bucket":
-            by_bound = buckets.setdefault(status, {})
+            by_bound = buckets.setdefault(key, {})
             by_bound[labels["le"]] = by_bound.get(labels["le"], 0.0) + sample.value
         elif kind == "_sum":
-            sums[status] = sums.get(status, 0.0) + sample.value
-    predictions = CounterMetricFamily(*PREDICTIONS, labels=("status",))
-    latency = HistogramMetricFamily(*PREDICT_LATENCY, labels=("status",))
-    for status in sorted(buckets):
-        bounds = sorted(buckets[status].items(), key=lambda item: float(item[0]))
-        predictions.add_metric([status], bounds[-1][1])
-        latency.add_metric([status], bounds, sums.get(status, 0.0))
+            sums[key] = sums.get(key, 0.0) + sample.value
+    predictions = CounterMetricFamily(*PREDICTIONS, labels=("status", "version"))
+    latency = HistogramMetricFamily(*PREDICT_LATENCY, labels=("status", "version"))
+    for key in sorted(buckets):
+        bounds = sorted(buckets[key].items(), key=lambda item: float(item[0]))
+        predictions.add_metric(list(key), bounds[-1][1])
+        latency.add_metric(list(key), bounds, sums.get(key, 0.0))
     return [requests, predictions, latency]
 
 
@@ -325,22 +329,22 @@ def _started(current: Current) -> None:
         metrics().in_flight.inc()
 
 
-def _observe(current: Current, status: int) -> None:
+def _observe(version: str, current: Current, status: int) -> None:
     if current.endpoint == ENDPOINT:
         return
     seconds = current.seconds()
     m = metrics()
     m.in_flight.dec()
-    m.observe(current.route, current.method, status, seconds)
+    m.observe(current.route, current.method, status, seconds, version)
 
 
-def _finished(current: Current, response: Response) -> None:
-    _observe(current, response.status_code)
+def _finished(version: str, current: Current, response: Response) -> None:
+    _observe(version, current, response.status_code)
 
 
-def _aborted(current: Current) -> None:
+def _aborted(version: str, current: Current) -> None:
     # An error escaped every handler, and gunicorn answers 500.
-    _observe(current, 500)
+    _observe(version, current, 500)
 
 
 def _record_load(health: Any) -> None:
@@ -364,8 +368,9 @@ def init_app(app: Flask, service: Any) -> None:
         batcher.observers.append(_observe_batch)
     hooks = lifecycle(app)
     hooks.started.append(_started)
-    hooks.finished.append(_finished)
-    hooks.aborted.append(_aborted)
+    # Labelled by the service's version, so a canary's figures show beside the previous one's.
+    hooks.finished.append(functools.partial(_finished, service.config.version))
+    hooks.aborted.append(functools.partial(_aborted, service.config.version))
     app.add_url_rule(ROUTE, ENDPOINT, exposition, methods=["GET"])
     hooks.mark(ENDPOINT, "metrics")
     if not service.health.finished.is_set() or service.health.load_seconds is not None:
