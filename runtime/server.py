@@ -122,9 +122,11 @@ def _post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
 
 def _waiting(worker: Any) -> bool:
     """Whether a connection waits in the backlog of one of the worker's listeners."""
+    if not worker.alive:  # stopping already (a second SIGTERM, the interpreter's exit)
+        return False
     try:
         readable, _, _ = select.select(list(worker.sockets), [], [], 0)
-    except (OSError, ValueError):  # a listener closed already
+    except (OSError, ValueError, TypeError):  # a listener closed already
         return False
     return bool(readable)
 
