@@ -144,46 +144,35 @@ def ensure_model() -> Path:
     return path
 
 
-def ensure_rms_venv(log: Path) -> Path:
-    """Create bench/.venvs/rest-model-service: rest-model-service 0.6.0, gunicorn, uvicorn-worker."""
-    python = RMS_VENV / "bin" / "python"
-    stamp = RMS_VENV / ".bench-installed"
+def _ensure_venv(folder: Path, packages: list[str], log: Path) -> Path:
+    """Create FOLDER as a venv with PACKAGES, gunicorn and scikit-learn at this Python's versions."""
+    python = folder / "bin" / "python"
+    stamp = folder / ".bench-installed"
     if stamp.is_file():
         return python
     if not python.exists():
-        venv.create(RMS_VENV, with_pip=True)
+        venv.create(folder, with_pip=True)
     import gunicorn
     import sklearn  # the same scikit-learn as the model was saved with
 
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", RMS_REQUIREMENT,
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages,
                         f"gunicorn=={gunicorn.__version__}", "uvicorn-worker",
                         f"scikit-learn=={sklearn.__version__}", "joblib"],
                        stdout=out, stderr=subprocess.STDOUT, check=True, timeout=900)
-    stamp.write_text(RMS_REQUIREMENT + " gunicorn uvicorn-worker\n")
+    stamp.write_text(" ".join(packages) + " gunicorn uvicorn-worker\n")
     return python
+
+
+def ensure_rms_venv(log: Path) -> Path:
+    """Create bench/.venvs/rest-model-service: rest-model-service 0.6.0, gunicorn, uvicorn-worker."""
+    return _ensure_venv(RMS_VENV, [RMS_REQUIREMENT], log)
 
 
 def ensure_fastapi_venv(log: Path) -> Path:
     """Create bench/.venvs/fastapi: fastapi, uvicorn, gunicorn, uvicorn-worker, the model's."""
-    python = FASTAPI_VENV / "bin" / "python"
-    stamp = FASTAPI_VENV / ".bench-installed"
-    if stamp.is_file():
-        return python
-    if not python.exists():
-        venv.create(FASTAPI_VENV, with_pip=True)
-    import gunicorn
-    import sklearn
-
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "fastapi", "uvicorn",
-                        f"gunicorn=={gunicorn.__version__}", "uvicorn-worker",
-                        f"scikit-learn=={sklearn.__version__}", "joblib"],
-                       stdout=out, stderr=subprocess.STDOUT, check=True, timeout=900)
-    stamp.write_text("fastapi uvicorn gunicorn uvicorn-worker\n")
-    return python
+    return _ensure_venv(FASTAPI_VENV, ["fastapi", "uvicorn"], log)
 
 
 def rms_versions() -> dict[str, str]:

@@ -221,13 +221,7 @@ def _one(client: Any, pod: dict[str, Any], spec: dict[str, Any], grace: int, hos
     for source in spec.get("envFrom") or []:
         ref = (source.get("secretRef") or source.get("configMapRef") or {}).get("name")
         echo(f"  envFrom {ref}: its keys live in the cluster; none are set here")
-    try:
-        container = client.containers.create(spec["image"], **kwargs)
-    except docker.errors.ImageNotFound as err:
-        raise DeployError(f"image {spec['image']!r} is not on this engine; pull or build "
-                          f"it first") from err
-    except docker.errors.APIError as err:
-        raise DeployError(f"cannot create the container: {err.explanation or err}") from err
+    container = _create(client, spec, kwargs)
     run = Rehearsal(client, container, echo)
     try:
         try:
@@ -290,7 +284,6 @@ def rehearse_job(manifest: dict[str, Any], data: Path | None, echo: Echo = print
 def _one_job_pod(client: Any, pod: dict[str, Any], spec: dict[str, Any], index: int,
                  completions: int, claims: set[str], data: Path, host_cpus: int,
                  echo: Echo) -> None:
-    import docker.errors
 
     kwargs = run_kwargs(pod, spec, host_cpus)
     env = {**kwargs["environment"], "JOB_COMPLETION_INDEX": str(index)}
@@ -303,13 +296,7 @@ def _one_job_pod(client: Any, pod: dict[str, Any], spec: dict[str, Any], index: 
     kwargs.pop("ports", None)
     echo(f"Rehearsing index {index} of {completions}: "
          f"{' '.join(kwargs.get('entrypoint', []) + kwargs.get('command', []))}")
-    try:
-        container = client.containers.create(spec["image"], **kwargs)
-    except docker.errors.ImageNotFound as err:
-        raise DeployError(f"image {spec['image']!r} is not on this engine; pull or build "
-                          f"it first") from err
-    except docker.errors.APIError as err:
-        raise DeployError(f"cannot create the container: {err.explanation or err}") from err
+    container = _create(client, spec, kwargs)
     try:
         container.start()
         status = container.wait(timeout=JOB_TIMEOUT).get("StatusCode")
@@ -319,3 +306,16 @@ def _one_job_pod(client: Any, pod: dict[str, Any], spec: dict[str, Any], index: 
         echo(f"  index {index} completed: {logs.splitlines()[-1] if logs else 'no output'}")
     finally:
         container.remove(force=True)
+
+
+def _create(client: Any, spec: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+    """The container of SPEC, created (not started), or a DeployError saying why not."""
+    import docker.errors
+
+    try:
+        return client.containers.create(spec["image"], **kwargs)
+    except docker.errors.ImageNotFound as err:
+        raise DeployError(f"image {spec['image']!r} is not on this engine; pull or build "
+                          f"it first") from err
+    except docker.errors.APIError as err:
+        raise DeployError(f"cannot create the container: {err.explanation or err}") from err
