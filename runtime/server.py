@@ -120,12 +120,18 @@ def _post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
         worker.alive = False  # what gunicorn's own SIGTERM handler does
 
 
+#: select() as the standard library has it, taken before any worker starts: gevent's worker
+#: patches the module's, and a patched select called from the SIGTERM handler (which gevent
+#: runs in its hub) raised BlockingSwitchOutError and crashed the worker.
+_select = select.select
+
+
 def _waiting(worker: Any) -> bool:
     """Whether a connection waits in the backlog of one of the worker's listeners."""
     if not worker.alive:  # stopping already (a second SIGTERM, the interpreter's exit)
         return False
     try:
-        readable, _, _ = select.select(list(worker.sockets), [], [], 0)
+        readable, _, _ = _select(list(worker.sockets), [], [], 0)
     except (OSError, ValueError, TypeError):  # a listener closed already
         return False
     return bool(readable)

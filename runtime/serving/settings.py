@@ -19,6 +19,7 @@ from gunicorn.config import Config
 
 from runtime.config import ServiceConfig, gunicorn_problem
 from runtime.errors import ConfigError
+from runtime.serving.batching import batch_settings
 
 
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
@@ -65,15 +66,18 @@ def defaults(host: str, port: int, cpus: int) -> dict[str, Any]:
     return out
 
 
+#: What `worker_class: gevent` runs: gunicorn's gevent worker, made fair to every connection.
+GEVENT_WORKER = "runtime.serving.workers.GeventWorker"
+
+
 def batching_defaults(max_size: int) -> dict[str, Any]:
     """The worker model under service.yaml `predict.batch`: gevent where installed, else gthread.
 
     A sync worker answers one request at a time, so its batches would hold one. gevent keeps
     every connection alive in one thread: a request's greenlet parses its body and waits for
     the batcher, which runs once the others have queued theirs, with no thread hand-off
-    (README "Adaptive batching": 1.5x bare Flask's req/s at 64 connections, where gthread
-    with batching stayed level with it). Without gevent, gthread with threads enough to
-    fill a batch.
+    (README "Adaptive batching" has the figures beside gthread's). Without gevent, gthread
+    with threads enough to fill a batch.
     """
     if importlib.util.find_spec("gevent") is not None:
         return {"worker_class": "gevent"}
@@ -119,11 +123,14 @@ def options(config: ServiceConfig, host: str, port: int, env: dict[str, str] | N
     """gunicorn settings: defaults, then service.yaml `gunicorn:`, then GUNICORN_CMD_ARGS."""
     env = dict(os.environ) if env is None else env
     merged = defaults(host, port, available_cpus() if cpus is None else cpus)
-    if config.get("predict.batch.max_size") is not None:
-        merged.update(batching_defaults(int(config.get("predict.batch.max_size"))))
+    batching = batch_settings(config)
+    if batching is not None:
+        merged.update(batching_defaults(batching[0]))
     # service.yaml's settings were checked when it was loaded.
     merged.update((str(k).lower().replace("-", "_"), v) for k, v in config.get("gunicorn").items())
     for name, value in env_options(env.get("GUNICORN_CMD_ARGS", "")).items():
         check_setting(name, value, "GUNICORN_CMD_ARGS", allow_bind=True)
         merged[name] = value
+    if merged.get("worker_class") == "gevent":
+        merged["worker_class"] = GEVENT_WORKER  # gunicorn's, fair to every connection
     return merged
