@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
-import requests
-from cryptography.hazmat.primitives import serialization
+# PyJWT, requests and cryptography are imported where used: `kiln serve` imports this module
+# in gunicorn's master, and gevent's worker patches ssl after fork; modules that had taken
+# names from ssl by then (jwt.jwks_client, urllib3) keep blocking ones (MonkeyPatchWarning).
 
 log = logging.getLogger("kiln.auth")
 
@@ -72,6 +72,8 @@ def parse_jwks(data: Any) -> dict[str | None, Key]:
     for entry in data["keys"]:
         if not isinstance(entry, dict) or entry.get("kty") == "oct" or entry.get("use") == "enc":
             continue
+        import jwt
+
         try:
             parsed = jwt.PyJWK(entry)
         except (jwt.PyJWTError, ValueError, TypeError) as err:
@@ -87,6 +89,8 @@ def parse_jwks(data: Any) -> dict[str | None, Key]:
 def parse_keys_text(text: str) -> dict[str | None, Key]:
     """A keys file: a JWKS document, or one PEM public key (used whatever the token's kid)."""
     if text.lstrip().startswith("-----BEGIN"):
+        from cryptography.hazmat.primitives import serialization
+
         return {None: Key(serialization.load_pem_public_key(text.encode()))}
     return parse_jwks(json.loads(text))
 
@@ -94,6 +98,8 @@ def parse_keys_text(text: str) -> dict[str | None, Key]:
 def fetch_url(url: str) -> Callable[[], dict[str | None, Key]]:
     """A fetcher of the JWKS at URL (requests, with a timeout)."""
     def fetch() -> dict[str | None, Key]:
+        import requests
+
         with requests.get(url, timeout=FETCH_TIMEOUT, stream=True,
                           headers={"Accept": "application/json"}) as response:
             response.raise_for_status()
@@ -262,6 +268,8 @@ class Verifier:
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims once its signature, exp, nbf, iss and aud check out."""
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as err:
