@@ -41,10 +41,12 @@ class GeventWorker(GunicornGeventWorker):  # type: ignore[misc]
     """gunicorn's gevent worker, fair to every connection (see the module's docstring)."""
 
     def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
+        handled = super().handle_request(listener_name, req, sock, addr)
         try:
-            return super().handle_request(listener_name, req, sock, addr)
-        finally:
             gevent.sleep(NEXT_TURN)  # every other connection ready now goes first
+        except gevent.GreenletExit:  # the worker stops: close this connection, answered
+            return False
+        return handled
 
     def run(self) -> None:
         servers = []
@@ -65,15 +67,17 @@ class GeventWorker(GunicornGeventWorker):  # type: ignore[misc]
             self.notify()
             gevent.sleep(1.0)
 
-        # As gunicorn's: stop accepting, answer what is in hand until graceful_timeout.
-        for server in servers:
-            server.close()
-        started = time.time()
-        while time.time() - started <= self.cfg.graceful_timeout:
-            if all(server.pool.free_count() == server.pool.size for server in servers):
-                return
-            self.notify()
-            gevent.sleep(1.0)
-        self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
-        for server in servers:
-            server.stop(timeout=1)
+        try:  # as gunicorn's: stop accepting, answer what is in hand until graceful_timeout
+            for server in servers:
+                server.close()
+            started = time.time()
+            while time.time() - started <= self.cfg.graceful_timeout:
+                if all(server.pool.free_count() == server.pool.size for server in servers):
+                    return
+                self.notify()
+                gevent.sleep(1.0)
+            self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
+            for server in servers:
+                server.stop(timeout=1)
+        except Exception:
+            self.log.exception("Error while the worker stopped (pid:%s)", self.pid)
