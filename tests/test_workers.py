@@ -110,3 +110,28 @@ def test_a_gevent_worker_stops_cleanly_on_sigterm(serve: Callable[..., Server]) 
     assert "BlockingSwitchOutError" not in output, output
     # gevent patches ssl after fork: the master imports nothing that took names from it.
     assert "MonkeyPatchWarning" not in output, output
+
+
+def test_after_a_long_predict_the_other_connection_goes_before_the_queued_requests(
+        serve: Callable[..., Server], tmp_path: Path) -> None:
+    """A predict that holds the worker (no switch) while another connection's request
+    arrives: that request is answered right after it, not after the 40 its connection queued."""
+    pytest.importorskip("gevent")
+    server = serve("basic", env={"GUNICORN_CMD_ARGS": "--worker-class gevent --workers 1"})
+    spinning = tmp_path / "spinning"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as busy, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=60) as other:
+        for sock, rid in ((busy, "busy-warm"), (other, "other-warm")):
+            sock.sendall(_request(rid))
+            assert b" 200 " in _read_answer(sock)
+        threading.Thread(target=_drain, args=(busy,), daemon=True).start()
+        busy.sendall(_request("busy-spin", {"input": ["spin", 1, str(spinning)]})
+                     + b"".join(_request(f"busy-{i}") for i in range(40)))
+        assert wait_for(spinning.exists, timeout=30, interval=0.005), server.output()
+        other.sendall(_request("other"))  # arrives while the predict spins
+        assert b" 200 " in _read_answer(other)
+        answered = wait_for(lambda: (ids := _access_ids(server)) and "busy-39" in ids and ids,
+                            timeout=60)
+    assert answered, server.output()
+    after_spin = answered[answered.index("busy-spin") + 1:]
+    assert after_spin.index("other") < 5, answered
