@@ -105,14 +105,22 @@ def _python(value: str) -> str | None:
     return f"{value!r} is not supported; allowed: {', '.join(PYTHON_VERSIONS)} (quote it: \"3.11\")"
 
 
+def _unknown_key(value: dict[str, Any], allowed: tuple[str, ...], where: str) -> str | None:
+    """The one-line problem for the first key of VALUE not in ALLOWED, else None."""
+    unknown = next((key for key in value if key not in allowed), None)
+    if unknown is None:
+        return None
+    return f".{unknown}: unknown key; allowed in {where}: {', '.join(allowed)}"
+
+
 MODEL_KEYS = ("path", "class_path", "configuration", "method")
 
 
 def _model(value: dict[str, Any]) -> str | None:
     """path | class_path (with configuration), and method: one line on what is wrong."""
-    for key in value:
-        if key not in MODEL_KEYS:
-            return f".{key}: unknown key; allowed in model: {', '.join(MODEL_KEYS)}"
+    problem = _unknown_key(value, MODEL_KEYS, "model")
+    if problem:
+        return problem
     if ("path" in value) == ("class_path" in value):
         return ("needs one of path (a joblib or pickle file, or module:Class) or "
                 "class_path (module:Class, built with configuration)")
@@ -191,9 +199,10 @@ JWT_REQUIRED = ("issuer", "audience")
 
 def _jwt(value: dict[str, Any]) -> str | None:
     known = {s.key: s for s in JWT_SETTINGS}
+    unknown = _unknown_key(value, tuple(known), "auth.jwt")
+    if unknown:
+        return unknown
     for key, given in value.items():
-        if key not in known:
-            return f".{key}: unknown key; allowed in auth.jwt: {', '.join(known)}"
         problem = known[key].check(_as_read(known[key], given))
         if problem:
             return f".{key}: {problem}"
@@ -308,11 +317,9 @@ def _whole(key: str, value: Any, least: int) -> str | None:
 
 def _replicas(value: dict[str, Any]) -> str | None:
     """{min, max}: min 0 or more (0 scales to zero, knative only), max at least 1 and min."""
-    for key in value:
-        if key not in REPLICAS_KEYS:
-            return f".{key}: unknown key; allowed in replicas: {', '.join(REPLICAS_KEYS)}"
     low, high = value.get("min", 1), value.get("max", 1)
-    problem = _whole("min", low, 0) or _whole("max", high, 1)
+    problem = (_unknown_key(value, REPLICAS_KEYS, "replicas")
+               or _whole("min", low, 0) or _whole("max", high, 1))
     if problem:
         return problem
     if high < low:
@@ -322,10 +329,8 @@ def _replicas(value: dict[str, Any]) -> str | None:
 
 def _target(value: dict[str, Any]) -> str | None:
     """{cpu_percent (1-100: the HPA's CPU target), concurrency (requests per pod: knative)}."""
-    for key in value:
-        if key not in TARGET_KEYS:
-            return f".{key}: unknown key; allowed in target: {', '.join(TARGET_KEYS)}"
-    problem = _whole("cpu_percent", value.get("cpu_percent", 70), 1)
+    problem = (_unknown_key(value, TARGET_KEYS, "target")
+               or _whole("cpu_percent", value.get("cpu_percent", 70), 1))
     if problem or value.get("cpu_percent", 70) > 100:
         return problem or f".cpu_percent: must be 1 to 100, got {value['cpu_percent']!r}"
     if value.get("concurrency") is not None:
