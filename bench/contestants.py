@@ -88,6 +88,13 @@ def _gunicorn(app: str, port: int, settings: dict[str, Any]) -> list[str]:
     return [*command, app]
 
 
+def _uvicorn(venv: Path, app: str, port: int, settings: dict[str, Any]) -> list[str]:
+    """gunicorn with uvicorn-worker's UvicornWorker from VENV: the ASGI contestants' server."""
+    return [str(venv / "bin" / "gunicorn"), "--no-control-socket",
+            "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", f"127.0.0.1:{port}",
+            "--workers", str(settings["workers"]), "--timeout", "1800", app]
+
+
 def kiln(port: int, key: str = "b", name: str = "kiln serve (all features)",
          gunicorn_args: str | None = None, service: Path = SERVICE) -> Contestant:
     """(b): `kiln serve` on the bench service, optionally with GUNICORN_CMD_ARGS."""
@@ -116,19 +123,13 @@ def all_four(settings: dict[str, Any]) -> list[Contestant]:
                    "/api/v1.0/predict", "/health", apps_env, port=a),
         kiln(b),
         Contestant("c", "rest-model-service 0.6.0",
-                   [str(RMS_VENV / "bin" / "gunicorn"), "--no-control-socket",
-                    "--worker-class", "uvicorn_worker.UvicornWorker",
-                    "--bind", f"127.0.0.1:{c}", "--workers", str(settings["workers"]),
-                    "--timeout", "1800", "rest_model_service.main:app"],
+                   _uvicorn(RMS_VENV, "rest_model_service.main:app", c, settings),
                    "/api/models/iris_model/prediction", "/api/health/ready", rms_env, port=c),
         Contestant("d", "plain WSGI + gunicorn", _gunicorn("apps.wsgi_app:app", d, settings),
                    "/", "/", apps_env, port=d),
         kiln(e, "e", "kiln serve, predict.batch", service=BATCH_SERVICE),
         Contestant("f", "bare FastAPI + uvicorn workers",
-                   [str(FASTAPI_VENV / "bin" / "gunicorn"), "--no-control-socket",
-                    "--worker-class", "uvicorn_worker.UvicornWorker",
-                    "--bind", f"127.0.0.1:{f}", "--workers", str(settings["workers"]),
-                    "--timeout", "1800", "apps.fastapi_app:app"],
+                   _uvicorn(FASTAPI_VENV, "apps.fastapi_app:app", f, settings),
                    "/api/v1.0/predict", "/health", apps_env, port=f),
     ]
 
