@@ -161,6 +161,22 @@ def test_csv_in_parquet_out(tmp_path: Path) -> None:
     assert not (tmp_path / "out.parquet.kiln-batch.spool").exists()
 
 
+def test_parquet_in_parquet_out_keeps_the_columns_types(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    source = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"x": list(range(25)), "note": [f"row {n}" for n in range(25)]}),
+                   source)
+    out = tmp_path / "out.parquet"
+    done = kiln_batch(TYPED, "--input", source, "--output", out, "--chunk", "10")
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(out)
+    assert table.schema.field("x").type == pa.int64()  # the input's own type, not text
+    rows = table.to_pylist()
+    assert [r["x"] for r in rows] == list(range(25))
+    assert json.loads(rows[3]["prediction"]) == {"score": 3.0, "batched": 10}
+
+
 def test_fail_fast_stops_at_the_first_failed_row(tmp_path: Path) -> None:
     source = write_csv(tmp_path / "in.csv", ["a", "b"],
                        [[1, 1], ["x", 1]] + [[n, n] for n in range(200)])

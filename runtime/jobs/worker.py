@@ -194,7 +194,10 @@ class Runner:
         if self.capture is not None:
             self._capture(givens, results, errors, time.monotonic() - began)
         failed = [(first + i, error[0]) for i, error in enumerate(errors) if error is not None]
-        payload = encode(self.job.out_kind, self.job.out_columns, records, results)
+        # Parquet to Parquet keeps the input's own column types (the output's schema is the
+        # input's); any other pair writes the values as cells.
+        payload = encode(self.job.out_kind, self.job.out_columns, records, results,
+                         native=self.job.in_kind == "parquet")
         return payload, len(failed), failed[:NAMED_FAILURES]
 
     def _capture(self, givens: list[Any], results: list[Result],
