@@ -326,3 +326,19 @@ def test_without_gevent_gthread_batches_too(serve: Callable[..., Server], tmp_pa
     answers = _held(server, tmp_path, [{"marker": f"t-{i}"} for i in range(6)])
     assert [body["prediction"]["marker"] for _, body in answers] == [f"t-{i}" for i in range(6)]
     assert max(body["prediction"]["size"] for _, body in answers) > 1
+
+
+def test_input_the_batcher_does_not_take_is_preprocessed_once() -> None:
+    from runtime.serving.predict import Predictor
+
+    calls: list[tuple[Any, ...]] = []
+
+    def preprocess(*args: Any) -> Any:
+        calls.append(args)
+        return {"x": 1}
+
+    predictor = Predictor(lambda value: ("alone", value), preprocess, 5, False,
+                          predict_batch=lambda rows: [("batch", row) for row in rows])
+    predictor.enable_batching(4, 0.0, rows=True)  # the model template's rows
+    assert predictor.run([{"x": 0}]) == ("alone", {"x": 1})  # an object is not a row
+    assert calls == [({"x": 0},)]

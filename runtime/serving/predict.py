@@ -107,6 +107,9 @@ class Predictor:
             rows = _rows_of(args)
             if rows is not None:
                 return self.batcher.submit(rows)
+            # Input the batcher does not take (split orient, objects): predict alone, on the
+            # arguments preprocess has already given.
+            return call_bounded(self._pool, self.predict, tuple(args), self.timeout)
         return call_bounded(self._pool, self._call, (args,), self.timeout)
 
     def run_loaded(self, loaded: dict[str, Any]) -> Any:
