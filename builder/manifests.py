@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from builder.dockerfile import PORT
-from runtime.config import SIZES, ServiceConfig
+from runtime.config import REPLICAS_DEFAULT, SIZES, ServiceConfig
 
 HEALTH = "/api/v1.0/health"
 #: Where the runtime writes in a container (images/cpu.Dockerfile: HOME=/tmp; gunicorn's
@@ -52,7 +52,7 @@ class Workload:
 
     @classmethod
     def of(cls, config: ServiceConfig, image: str) -> Workload:
-        replicas = {"min": 1, "max": 3, **config.get("deploy.replicas")}
+        replicas = {**REPLICAS_DEFAULT, **config.get("deploy.replicas")}
         target = {"cpu_percent": 70, **config.get("deploy.target")}
         return cls(id=config.id, version=config.version, size=config.get("size"), image=image,
                    namespace=config.get("deploy.namespace"),

@@ -288,6 +288,8 @@ def _gunicorn(value: dict[str, Any]) -> str | None:
 K8S_NAME = r"^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$"
 K8S_LABEL = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 REPLICAS_KEYS = ("min", "max")
+#: deploy.replicas when service.yaml leaves it, or one of its keys, out.
+REPLICAS_DEFAULT = {"min": 1, "max": 3}
 TARGET_KEYS = ("cpu_percent", "concurrency")
 
 
@@ -317,7 +319,8 @@ def _whole(key: str, value: Any, least: int) -> str | None:
 
 def _replicas(value: dict[str, Any]) -> str | None:
     """{min, max}: min 0 or more (0 scales to zero, knative only), max at least 1 and min."""
-    low, high = value.get("min", 1), value.get("max", 1)
+    merged = {**REPLICAS_DEFAULT, **value}
+    low, high = merged["min"], merged["max"]
     problem = (_unknown_key(value, REPLICAS_KEYS, "replicas")
                or _whole("min", low, 0) or _whole("max", high, 1))
     if problem:
@@ -381,7 +384,7 @@ SETTINGS: tuple[Setting, ...] = (
             "`kiln deploy` takes the image from.", validator=_registry),
     Setting("deploy.namespace", str, None, "Kubernetes namespace of the manifests "
             "[the current context's].", validator=_namespace),
-    Setting("deploy.replicas", dict, {"min": 1, "max": 3}, "Pods: {min, max}; min 0 (scale to "
+    Setting("deploy.replicas", dict, dict(REPLICAS_DEFAULT), "Pods: {min, max}; min 0 (scale to "
             "zero) with --format knative only.", validator=_replicas),
     Setting("deploy.target", dict, {"cpu_percent": 70}, "Autoscaling target: {cpu_percent: "
             "the HPA's CPU use, concurrency: requests per pod (knative)}.", validator=_target),

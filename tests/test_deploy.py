@@ -157,6 +157,13 @@ def test_deploy_settings_reach_the_manifests(tmp_path: Path) -> None:
     assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 55
 
 
+def test_replicas_with_min_alone_keep_the_default_max(tmp_path: Path) -> None:
+    folder = scaffold(tmp_path, deploy={"replicas": {"min": 2}})  # max stays 3, not 1
+    kiln_deploy(folder, tmp_path / "out")
+    hpa = manifests(tmp_path / "out")["x.hpa.yaml"]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 3)
+
+
 def test_a_gpu_service_asks_for_a_gpu_and_tolerates_gpu_nodes(tmp_path: Path) -> None:
     folder = scaffold(tmp_path, "--target", "gpu", "size=gpu")
     kiln_deploy(folder, tmp_path / "out", "--image", IMAGE_A)
