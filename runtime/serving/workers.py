@@ -40,13 +40,12 @@ NEXT_TURN = 1e-6
 class GeventWorker(GunicornGeventWorker):  # type: ignore[misc]
     """gunicorn's gevent worker, fair to every connection (see the module's docstring)."""
 
-    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> Any:
-        handled = super().handle_request(listener_name, req, sock, addr)
+    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
+        super().handle_request(listener_name, req, sock, addr)
         try:
             gevent.sleep(NEXT_TURN)  # every other connection ready now goes first
         except gevent.GreenletExit:  # the worker stops: close this connection, answered
-            return False
-        return handled
+            raise StopIteration from None  # what gunicorn's keep-alive loop closes on
 
     def run(self) -> None:
         servers = []
