@@ -108,8 +108,8 @@ def kiln(port: int, key: str = "b", name: str = "kiln serve (all features)",
                       "/api/v1.0/predict", "/api/v1.0/health/status", env, ROOT, auth, port)
 
 
-def all_four(settings: dict[str, Any]) -> list[Contestant]:
-    """(a) to (f), each on its own free port (the name is from when there were four).
+def contestants(settings: dict[str, Any]) -> list[Contestant]:
+    """(a) to (f), each on its own free port.
 
     (c) runs under gunicorn with uvicorn-worker's UvicornWorker, FastAPI's production setup:
     `uvicorn --workers 2` (uvicorn 0.54's own supervisor) stalled every request for ~50 ms

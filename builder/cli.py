@@ -128,7 +128,9 @@ def add_deploy_commands(group: click.Group, user_errors: Callable[[Any], Any]) -
                   type=click.Path(file_okay=False, path_type=Path),
                   help="Folder of the manifests; the next run reads them back (canary).")
     @click.option("--format", "format_", default="kubernetes", show_default=True,
-                  type=click.Choice(["kubernetes", "knative"]))
+                  type=click.Choice(["kubernetes", "knative"]),
+                  help="kubernetes: Deployment, Service, HPA and PDB; knative: a "
+                       "serving.knative.dev/v1 Service.")
     @click.option("--image", metavar="REF",
                   help="Image to run [deploy.registry/<id>:<version>], e.g. kiln push's "
                        "reference with its digest.")

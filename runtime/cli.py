@@ -164,11 +164,15 @@ def serve(directory: Path, host: str, port: int, reload_: bool, poll: bool) -> N
 @click.option("--url", help="The service's root URL (default: KILN_SERVICE_URL_<ID> or "
                             "KILN_GATEWAY_URL).")
 @click.option("--example", is_flag=True,
-              help="Send predict the example its docs build from PredictInput's field examples.")
+              help="POST the example its docs build from PredictInput's field examples to PATH "
+                   "[/api/v1.0/predict]; --method, --data and --file do not apply.")
 @user_errors
 def invoke(service_id: str, path: str | None, method: str, data: str | None, file: Any,
            url: str | None, example: bool) -> None:
-    """Call SERVICE_ID at PATH through the SDK helper and print its JSON answer."""
+    """Call SERVICE_ID at PATH through the SDK helper and print its JSON answer.
+
+    PATH is needed unless --example is given.
+    """
     from runtime.sdk import invoke_command, invoke_example
 
     if example:
