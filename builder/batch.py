@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.build import docker_client
-from builder.errors import RunError
-from builder.run import SERVICE_MOUNT, STOP_TIMEOUT, Echo, Limits, resolve_image
+from builder.run import SERVICE_MOUNT, Echo, Limits, follow, resolve_image, start
 from runtime.jobs.batch import STATE_SUFFIX, BatchOptions
 
 INPUT_MOUNT = "/kiln/input"
@@ -97,36 +96,15 @@ def run_in_image(what: str, options: BatchOptions, echo: Echo = print) -> int:
         stage = prepare_stage(output, options.resume, image_uid(client, image))
         volumes = {str(source.parent): {"bind": INPUT_MOUNT, "mode": "ro"},
                    str(stage): {"bind": OUTPUT_MOUNT, "mode": "rw"}}
-        import docker.errors
-
         try:
-            container = client.containers.create(
-                image, command=command(options), volumes=volumes,
-                labels={"kiln.batch": image}, **limits.container_kwargs())
-            container.start()
-        except docker.errors.APIError as err:
-            collect_stage(stage, output)
-            raise RunError(f"cannot start a batch in {image}: {err.explanation or err}") from err
-        echo(f"Batch in {image}, container {container.short_id} (size {size}: "
-             f"{limits.cpus:g} CPU, {limits.memory_gb} GB)")
-        try:
-            return _follow(container)
+            # Ctrl-C or SIGTERM stops the container (the run inside records its progress on
+            # SIGTERM, for --resume); it is removed either way, and the stage collected.
+            container = start(client, image, limits, None, label="kiln.batch",
+                              extra={"command": command(options), "volumes": volumes})
+            echo(f"Batch in {image}, container {container.short_id} (size {size}: "
+                 f"{limits.cpus:g} CPU, {limits.memory_gb} GB)")
+            return follow(container, echo, out=sys.stderr, interrupted=130)
         finally:
             collect_stage(stage, output)
     finally:
         client.close()
-
-
-def _follow(container: Any) -> int:
-    """Pass the container's output on until it exits; Ctrl-C stops it (the run inside records
-    its progress on SIGTERM, for --resume). The container is removed either way."""
-    try:
-        for chunk in container.logs(stream=True, follow=True):
-            sys.stderr.write(chunk.decode("utf-8", errors="replace"))
-            sys.stderr.flush()
-        return int(container.wait().get("StatusCode", 1))
-    except KeyboardInterrupt:
-        container.stop(timeout=STOP_TIMEOUT)
-        return 130
-    finally:
-        container.remove(force=True)

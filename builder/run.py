@@ -80,15 +80,17 @@ def dev_kwargs(service_dir: Path, poll: bool) -> dict[str, Any]:
             "command": command}
 
 
-def start(client: Any, image: str, limits: Limits, port: int,
-          extra: dict[str, Any] | None = None) -> Any:
-    """Create and start the container; on failure remove it, so nothing is left behind."""
+def start(client: Any, image: str, limits: Limits, port: int | None,
+          extra: dict[str, Any] | None = None, label: str = "kiln.run") -> Any:
+    """Create and start the container (published on PORT of 127.0.0.1 unless None, labelled
+    LABEL=image); on failure remove it, so nothing is left behind."""
     import docker.errors
 
+    ports = {f"{PORT}/tcp": ("127.0.0.1", port)} if port is not None else {}
     try:
         container = client.containers.create(
-            image, ports={f"{PORT}/tcp": ("127.0.0.1", port)}, labels={"kiln.run": image},
-            **limits.container_kwargs(), **(extra or {}))
+            image, ports=ports, labels={label: image}, **limits.container_kwargs(),
+            **(extra or {}))
     except docker.errors.APIError as err:
         raise RunError(f"cannot create a container of {image}: {err.explanation or err}") from err
     try:
@@ -129,22 +131,24 @@ def _stop(container: Any, echo: Echo) -> None:
         echo(f"Killing container {container.short_id}")
 
 
-def follow(container: Any, echo: Echo) -> int:
-    """Print the container's logs until it exits or Ctrl-C (or SIGTERM); then stop and remove it.
+def follow(container: Any, echo: Echo, out: Any = None, interrupted: int = 0) -> int:
+    """Print the container's logs (to OUT, stdout by default) until it exits or Ctrl-C (or
+    SIGTERM); then stop and remove it. Its exit code, or INTERRUPTED after Ctrl-C.
 
     SIGINT gets our handler even when this process was started with it ignored: a command a
     script puts in the background (`cmd &`) inherits SIGINT ignored, and Python then leaves
     it ignored, so Ctrl-C or `kill -INT` would never reach the loop below.
     """
+    out = sys.stdout if out is None else out
     previous = _handle(_interrupt)
     try:
         for chunk in container.logs(stream=True, follow=True):
-            sys.stdout.write(chunk.decode("utf-8", errors="replace"))
-            sys.stdout.flush()
+            out.write(chunk.decode("utf-8", errors="replace"))
+            out.flush()
         code = int(container.wait().get("StatusCode", 1))
     except KeyboardInterrupt:
         _stop(container, echo)
-        code = 0
+        code = interrupted
     finally:
         try:
             container.remove(force=True)
