@@ -212,8 +212,6 @@ def rehearse(manifest: dict[str, Any], echo: Echo = print, data: Path | None = N
 
 def _one(client: Any, pod: dict[str, Any], spec: dict[str, Any], grace: int, host_cpus: int,
          echo: Echo) -> None:
-    import docker.errors
-
     kwargs = run_kwargs(pod, spec, host_cpus)
     probes = [Probe.of(kind, spec[key], spec) for kind, key in
               (("startup", "startupProbe"), ("readiness", "readinessProbe"),
@@ -221,13 +219,9 @@ def _one(client: Any, pod: dict[str, Any], spec: dict[str, Any], grace: int, hos
     for source in spec.get("envFrom") or []:
         ref = (source.get("secretRef") or source.get("configMapRef") or {}).get("name")
         echo(f"  envFrom {ref}: its keys live in the cluster; none are set here")
-    container = _create(client, spec, kwargs)
+    container = _started(client, spec, kwargs)
     run = Rehearsal(client, container, echo)
     try:
-        try:
-            container.start()
-        except docker.errors.APIError as err:
-            raise DeployError(f"cannot start {spec['image']}: {err.explanation or err}") from err
         limits = (spec.get("resources") or {}).get("limits") or {}
         echo(f"Rehearsing container {spec.get('name')} of {spec['image']} as user "
              f"{kwargs.get('user', 'of the image')}, read-only root: "
@@ -296,10 +290,14 @@ def _one_job_pod(client: Any, pod: dict[str, Any], spec: dict[str, Any], index: 
     kwargs.pop("ports", None)
     echo(f"Rehearsing index {index} of {completions}: "
          f"{' '.join(kwargs.get('entrypoint', []) + kwargs.get('command', []))}")
-    container = _create(client, spec, kwargs)
+    import requests
+
+    container = _started(client, spec, kwargs)
     try:
-        container.start()
-        status = container.wait(timeout=JOB_TIMEOUT).get("StatusCode")
+        try:
+            status = container.wait(timeout=JOB_TIMEOUT).get("StatusCode")
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as err:
+            raise DeployError(f"index {index} did not finish within {JOB_TIMEOUT} s") from err
         logs = container.logs(tail=20).decode(errors="replace").rstrip()
         if status != 0:
             raise DeployError(f"index {index} exited with {status}; its log ends:\n{logs}")
@@ -308,14 +306,21 @@ def _one_job_pod(client: Any, pod: dict[str, Any], spec: dict[str, Any], index: 
         container.remove(force=True)
 
 
-def _create(client: Any, spec: dict[str, Any], kwargs: dict[str, Any]) -> Any:
-    """The container of SPEC, created (not started), or a DeployError saying why not."""
+def _started(client: Any, spec: dict[str, Any], kwargs: dict[str, Any]) -> Any:
+    """The container of SPEC, created and started, or a DeployError saying why not (a
+    container that would not start is removed)."""
     import docker.errors
 
     try:
-        return client.containers.create(spec["image"], **kwargs)
+        container = client.containers.create(spec["image"], **kwargs)
     except docker.errors.ImageNotFound as err:
         raise DeployError(f"image {spec['image']!r} is not on this engine; pull or build "
                           f"it first") from err
     except docker.errors.APIError as err:
         raise DeployError(f"cannot create the container: {err.explanation or err}") from err
+    try:
+        container.start()
+    except docker.errors.APIError as err:
+        container.remove(force=True)
+        raise DeployError(f"cannot start {spec['image']}: {err.explanation or err}") from err
+    return container
