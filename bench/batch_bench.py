@@ -8,6 +8,7 @@ wrk -t2 -c16 (req/s), then given a CSV of iris rows through `kiln batch` with it
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -39,8 +40,7 @@ def write_rows(path: Path, count: int) -> Path:
 def http_rps(service: Path, shape: load.Shape, logs: Path, key: str) -> float:
     """req/s of /api/v1.0/predict under `kiln serve SERVICE`, as contestant (b) is served."""
     port = ps.free_port()
-    contestant = cs.kiln(port, key, f"kiln serve {service.name}")
-    contestant.command[4] = str(service)  # `python -m runtime.cli serve <service> ...`
+    contestant = cs.kiln(port, key, f"kiln serve {service.name}", service=service)
     proc = contestant.process(logs).start()
     try:
         proc.wait_ready(contestant.url + contestant.ready_path)
@@ -56,7 +56,7 @@ def batch_rps(service: Path, source: Path, output: Path) -> dict[str, Any]:
     command = [sys.executable, "-m", "runtime.cli", "batch", str(service), "--input",
                str(source), "--output", str(output)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
-                          check=False, env={**cs.os.environ, "PYTHONPATH": str(ROOT)})
+                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
     match = SUMMARY.search(done.stderr)
     if done.returncode != 0 or match is None:
         raise RuntimeError(f"kiln batch failed ({done.returncode}): {done.stderr[-2000:]}")
