@@ -41,7 +41,7 @@ import yaml
 from flask import Flask, Response, current_app
 
 from runtime.config import ServiceConfig, jwt_settings
-from runtime.docs.openapi import split_docstring
+from runtime.docs.openapi import AUTH_KEY, split_docstring
 from runtime.errors import ConfigError
 from runtime.security import jwt, sigv4, tokens
 from runtime.serving.health import routes as health_routes
@@ -367,6 +367,6 @@ def init_app(app: Flask, service: Service) -> None:
         log.warning("%s: every request of this mode answers 401", err)
         policy = Policy(service.config.get("auth.mode"), {}, service.config.get("auth.docs_public"),
                         service.config.get("metrics.public"))
-    app.extensions["kiln_auth"] = policy
+    app.extensions[AUTH_KEY] = policy
     if policy.mode != "none":
         lifecycle(app).gates.append(functools.partial(_check, policy))
