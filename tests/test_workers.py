@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -135,3 +136,39 @@ def test_after_a_long_predict_the_other_connection_goes_before_the_queued_reques
     assert answered, server.output()
     after_spin = answered[answered.index("busy-spin") + 1:]
     assert after_spin.index("other") < 5, answered
+
+
+def test_the_gevent_worker_keeps_gunicorn_s_settings_and_kiln_s_answers(
+        serve: Callable[..., Server]) -> None:
+    """gevent's HTTP server reads the requests; gunicorn's keep-alive limit and max_requests
+    still hold, and streamed answers, chunked bodies and kiln's 413 are as under gunicorn's."""
+    pytest.importorskip("gevent")
+    server = serve("basic", env={"GUNICORN_CMD_ARGS":
+                                 "--worker-class gevent --workers 1 --keep-alive 1 --max-requests 30"})
+    streamed = server.post(PREDICT, json={"input": ["stream", 3]}, stream=True)
+    assert streamed.status_code == 200
+    assert streamed.headers["Content-Type"].startswith("application/x-ndjson")
+    assert [json.loads(line) for line in streamed.iter_lines() if line] == [
+        {"chunk": 0}, {"chunk": 1}, {"chunk": 2}]
+    chunked = server.post(PREDICT, data=iter([b'{"input": ', b'[1, 2]}']),
+                          headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 200, chunked.text
+    assert chunked.json()["prediction"] == {"args": [1, 2]}
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 999999999999\r\n\r\n")
+        assert b" 413 " in _read_answer(sock).split(b"\r\n")[0]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as idle:
+        idle.sendall(_request("idle"))
+        assert b" 200 " in _read_answer(idle)
+        started = time.monotonic()
+        assert idle.recv(1) == b""  # closed by the server once idle for --keep-alive 1 s
+        assert 0.5 < time.monotonic() - started < 20, time.monotonic() - started
+    for i in range(40):  # past --max-requests 30: a new worker takes over, nothing is lost
+        assert server.get(LIVE, headers={"X-Request-ID": f"restart-{i}"}).status_code == 200
+    assert wait_for(lambda: "Autorestarting worker" in server.output(), timeout=30), server.output()
+    def served_by_two_workers() -> bool:  # the new one answers (and is past its start-up)
+        assert server.get(LIVE).status_code == 200
+        return len({json.loads(line)["pid"] for line in server.output().splitlines()
+                    if '"kiln.access"' in line}) >= 2
+    assert wait_for(served_by_two_workers, timeout=30, interval=0.2), server.output()

@@ -1,9 +1,16 @@
-"""kiln's gevent worker: gunicorn's, with every keep-alive connection served in its turn.
+"""kiln's gevent worker: gunicorn's `gevent_pywsgi` worker, with every connection served in turn.
 
 `worker_class: gevent` (the default under `predict.batch` where gevent is installed) runs this
-subclass of gunicorn's `GeventWorker`. Under load gunicorn's own worker served some
-connections a hundred times more often than others (bench, bare Flask, 2 workers, wrk -c64:
-p50 1 ms, p99 4 s; per connection, 3 to 327 requests in the same 2 s), for two reasons:
+subclass of gunicorn's `GeventPyWSGIWorker`: gevent's own HTTP server (`gevent.pywsgi`) reads
+the requests, where gunicorn's `gevent` worker reads them with gunicorn's parser and response
+objects. Side by side under wrk -c64 on 2 CPUs (bench's iris model, `predict.batch`), it
+answered 12-17% more requests per second at the same p99 (3506, 3225 and 3118 req/s against
+3004, 2886 and 2719): under batching the model is a small share of each request, and reading
+and answering the request is most of what is left.
+
+Under load gunicorn's gevent worker served some connections a hundred times more often than
+others (bench, bare Flask, 2 workers, wrk -c64: p50 1 ms, p99 4 s; per connection, 3 to 327
+requests in the same 2 s), for two reasons this worker takes care of:
 
 - gevent's `recv` returns at once when the bytes are already there, so a connection whose
   client sends its next request quickly (or pipelines them) is read again without a switch to
@@ -14,21 +21,24 @@ p50 1 ms, p99 4 s; per connection, 3 to 327 requests in the same 2 s), for two r
   second in the listen backlog. Here a turn accepts up to `ACCEPT_BURST`: a busy worker
   still turns less often, so it takes fewer connections than an idle one.
 
-Measured with wrk -c64 on 2 CPUs: bare Flask's p99 went from 3.5 s to 46 ms, kiln's with
-`predict.batch` from 500 ms to 37-46 ms, req/s level or better (README, "Adaptive batching").
-Everything else (the keep-alive loop, gunicorn's request handling and hooks, the graceful
-stop) is gunicorn's, through its public worker interface.
+What gunicorn's own worker does per request is kept, through gunicorn's public settings and
+hooks: the `keepalive` idle limit (and no keep-alive when it is 0), `max_requests`, the
+`post_request` hook (kiln's drain on SIGTERM reads it), closing kept-alive connections once
+the worker stops, the access log when `accesslog` asks for it, and the graceful stop. gevent's
+server has its own limits on the request line (8 KiB, else 414) and headers (100, else 400);
+gunicorn's `limit_request_*` and `forwarded_allow_ips` settings do not apply to it.
 """
 from __future__ import annotations
 
+import logging
 import time
-from functools import partial
 from typing import Any
 
 import gevent
 from gevent.pool import Pool
-from gevent.server import StreamServer
-from gunicorn.workers.ggevent import GeventWorker as GunicornGeventWorker
+from gunicorn import SERVER_SOFTWARE
+from gunicorn.http.wsgi import base_environ
+from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
 #: Connections one worker accepts per turn of its event loop, at most.
 ACCEPT_BURST = 8
@@ -37,15 +47,56 @@ ACCEPT_BURST = 8
 NEXT_TURN = 1e-6
 
 
-class GeventWorker(GunicornGeventWorker):  # type: ignore[misc]
-    """gunicorn's gevent worker, fair to every connection (see the module's docstring)."""
+class Server(PyWSGIServer):  # type: ignore[misc]
+    """gevent's WSGI server for one listener of one worker."""
 
-    def handle_request(self, listener_name: Any, req: Any, sock: Any, addr: Any) -> None:
-        super().handle_request(listener_name, req, sock, addr)
+    worker: GeventWorker
+
+
+class Handler(PyWSGIHandler):  # type: ignore[misc]
+    """One connection: its requests in turn with every other connection's, as gunicorn would."""
+
+    server: Server
+
+    def read_requestline(self) -> str:
+        # gunicorn waits `keepalive` seconds for each request of a connection, then closes it.
+        line = ""
+        with gevent.Timeout(self.server.worker.cfg.keepalive or None, False):
+            line = super().read_requestline()
+        return line
+
+    def handle_one_response(self) -> None:
+        super().handle_one_response()  # the request was read and answered: count it
+        worker = self.server.worker
+        worker.nr += 1
+        if worker.nr >= worker.max_requests and worker.alive:
+            worker.log.info("Autorestarting worker after current request.")
+            worker.alive = False
+        worker.cfg.post_request(worker, self, self.environ, None)
+
+    def handle_one_request(self) -> Any:
+        result = super().handle_one_request()
+        if result is not True:
+            return result  # the connection closes
+        worker = self.server.worker
+        if not worker.alive or not worker.cfg.keepalive:
+            return None  # as gunicorn: no keep-alive, or the worker stops
         try:
             gevent.sleep(NEXT_TURN)  # every other connection ready now goes first
         except gevent.GreenletExit:  # the worker stops: close this connection, answered
-            raise StopIteration from None  # what gunicorn's keep-alive loop closes on
+            return None
+        return result
+
+    def log_request(self) -> None:
+        if self.server.worker.cfg.accesslog:  # kiln's own line per request says more
+            super().log_request()
+
+
+class GeventWorker(GeventPyWSGIWorker):  # type: ignore[misc]
+    """gunicorn's gevent_pywsgi worker, fair to every connection (see the module's docstring)."""
+
+    server_class = Server
+    wsgi_handler = Handler
 
     def run(self) -> None:
         servers = []
@@ -56,8 +107,13 @@ class GeventWorker(GunicornGeventWorker):  # type: ignore[misc]
             ssl_args = {"ssl_context": ssl_context(self.cfg)}
         for listener in self.sockets:
             listener.setblocking(1)
-            server = StreamServer(listener, handle=partial(self.handle, listener),
-                                  spawn=Pool(self.worker_connections), **ssl_args)
+            environ = base_environ(self.cfg)
+            environ.update({"wsgi.multithread": True, "SERVER_SOFTWARE": SERVER_SOFTWARE})
+            server = self.server_class(
+                listener, application=self.wsgi, spawn=Pool(self.worker_connections),
+                log=self.log, error_log=logging.getLogger("gunicorn.error"),
+                handler_class=self.wsgi_handler, environ=environ, **ssl_args)
+            server.worker = self
             server.max_accept = ACCEPT_BURST if self.cfg.workers > 1 else server.max_accept
             server.start()
             servers.append(server)
