@@ -9,6 +9,8 @@ import functools
 import os
 import select
 import signal
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -103,14 +105,40 @@ def _post_worker_init(worker: Any) -> None:
     """
     service = worker.wsgi.extensions["kiln"]
     previous = signal.getsignal(signal.SIGTERM)
+    watching = threading.Lock()
 
     def stopping(signum: int, frame: Any) -> None:
         service.health.stopping = True  # the status route answers 503 "shutting down" at once
-        if not _waiting(worker) and callable(previous):
-            previous(signum, frame)
+        if not _waiting(worker):
+            if callable(previous):
+                previous(signum, frame)
+        elif watching.acquire(blocking=False):  # one watcher at a time
+            threading.Thread(target=_stop_once_drained, args=(worker, watching),
+                             name="kiln-drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, stopping)
     service.health.start(background=True)
+
+
+#: How often a stopping worker looks whether its listeners' backlog has emptied.
+DRAIN_POLL_SECONDS = 0.05
+
+
+def _stop_once_drained(worker: Any, watching: threading.Lock) -> None:
+    """SIGTERM this worker again once no connection waits for it.
+
+    Several workers share the listeners: the connection a stopping worker waited for may be
+    taken by another, and the worker would then sleep in accept until gunicorn's
+    graceful_timeout killed it. The second SIGTERM wakes it (gunicorn's workers wake on any
+    signal) and, the backlog empty, stops it as gunicorn's own handler does.
+    """
+    try:
+        while worker.alive and _waiting(worker):
+            time.sleep(DRAIN_POLL_SECONDS)
+    finally:
+        watching.release()
+    if worker.alive:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:

@@ -74,6 +74,38 @@ def test_sigterm_answers_every_request_already_accepted(
     assert server.proc.wait(30) == 0
 
 
+def test_a_worker_whose_waiting_connection_another_took_still_stops(
+        tmp_path: Path, serve: Callable[..., Server]) -> None:
+    """Two workers end their predicts together with one connection left in the backlog: both
+    wait for it, one takes it, and the other, back in accept, used to sleep there until
+    graceful_timeout (60 s here) killed it."""
+    server = serve(slow_service(tmp_path),
+                   env={"GUNICORN_CMD_ARGS": "--workers 2 --graceful-timeout 60"})
+    answers: list[int | str] = []
+
+    def call(seconds: float) -> None:
+        try:
+            answers.append(server.post("/api/v1.0/predict", json={"input": seconds},
+                                       timeout=90).status_code)
+        except requests.RequestException as err:
+            answers.append(type(err).__name__)
+
+    callers = [threading.Thread(target=call, args=(1.5,)) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    assert wait_for(lambda: server.output().count("predicting for 1.5 s") == 2, timeout=30), \
+        server.output()
+    callers.append(threading.Thread(target=call, args=(0.1,)))  # waits in the backlog
+    callers[-1].start()
+    assert wait_for(lambda: waiting_connections(server.port) >= 1, timeout=30), server.output()
+    os.kill(server.proc.pid, signal.SIGTERM)
+    for caller in callers:
+        caller.join(60)
+    assert answers == [200] * 3, server.output()
+    assert server.proc.wait(20) == 0, server.output()  # not graceful_timeout's 60 s
+    assert "graceful timeout" not in server.output().lower(), server.output()
+
+
 def test_a_stopping_worker_says_so_at_once(tmp_path: Path,
                                            serve: Callable[..., Server]) -> None:
     server = serve(slow_service(tmp_path), env={"GUNICORN_CMD_ARGS": "--workers 1"})
