@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from openapi_spec_validator import validate
 from runtime.config import parse_service
 from runtime.errors import ConfigError
 from runtime.security import auth
-from runtime.security.jwt import check_scopes, scope_alternatives, token_scopes
+from runtime.security.jwt import KeySet, check_scopes, scope_alternatives, token_scopes
 from runtime.specs import service_document
 from runtime.testing import make_app
 from tests.idp import AUDIENCE, Provider, service
@@ -217,6 +218,36 @@ def test_a_flood_of_made_up_kids_fetches_the_jwks_a_few_times(tmp_path: Path) ->
         assert provider.fetches - before <= 3
     finally:
         provider.close()
+
+
+def test_a_slow_refetch_delays_only_the_request_that_asked_for_it() -> None:
+    """Keys past max_age are fetched again by one request; the others go on with the keys in
+    hand instead of waiting on the provider (they used to wait on the fetch's lock)."""
+    answering = threading.Event()
+    fetching = threading.Event()
+    answers = iter([{"a": "key-a"}, {"a": "key-a2", "b": "key-b"}])
+
+    def fetch() -> dict[str | None, Any]:
+        keys = next(answers)
+        if "b" in keys:  # the second fetch: the provider is slow
+            fetching.set()
+            assert answering.wait(30)
+        return keys  # type: ignore[return-value]
+
+    keys = KeySet(fetch, "test provider", refetch_every=60.0, max_age=0.0)
+    keys.load_now()
+    keys.start()  # loaded already: no background fetch
+    refetching = threading.Thread(target=keys.get, args=("a",), daemon=True)
+    refetching.start()  # keys are stale (max_age 0): this request fetches and waits
+    assert fetching.wait(30)
+    found: list[Any] = []
+    other = threading.Thread(target=lambda: found.append(keys.get("a")), daemon=True)
+    other.start()
+    other.join(20)
+    assert found == ["key-a"], "a request waited on another request's fetch"
+    answering.set()
+    refetching.join(20)
+    assert keys.get("b") == "key-b"
 
 
 def test_keys_file_jwks_or_pem(tmp_path: Path) -> None:

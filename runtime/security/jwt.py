@@ -187,18 +187,23 @@ class KeySet:
         self._loaded_at = time.monotonic()
 
     def _refresh(self) -> bool:
-        """Fetch now (the caller holds no lock); whether it succeeded."""
+        """Fetch now, holding no lock while the provider answers; whether it succeeded.
+
+        Other requests go on with the keys in hand meanwhile (`_may_refetch` lets one caller
+        at a time fetch): a slow provider delays only the request that asked for new keys.
+        """
         with self._lock:
             self.fetches += 1
-            try:
-                keys = self.fetch()
-            except Exception as err:  # noqa: BLE001 - any failure leaves the old keys in place
-                self._error = _describe(err)
-                log.warning("jwks: cannot fetch keys from %s: %s", self.source, self._error)
-                return False
+        try:
+            keys = self.fetch()
+        except Exception as err:  # noqa: BLE001 - any failure leaves the old keys in place
+            self._error = _describe(err)
+            log.warning("jwks: cannot fetch keys from %s: %s", self.source, self._error)
+            return False
+        with self._lock:
             self._install(keys)
             self._error = ""
-            return True
+        return True
 
     def get(self, kid: str | None) -> Key:
         """The key for KID; raises JwtError when the provider does not have it (after a refetch
