@@ -342,3 +342,18 @@ def test_input_the_batcher_does_not_take_is_preprocessed_once() -> None:
     predictor.enable_batching(4, 0.0, rows=True)  # the model template's rows
     assert predictor.run([{"x": 0}]) == ("alone", {"x": 1})  # an object is not a row
     assert calls == [({"x": 0},)]
+
+
+def test_rows_reach_predict_batch_preprocessed_as_predict_would_get_them() -> None:
+    """The inference protocols and `kiln batch` hand rows to run_rows: with predict_batch
+    defined, each row goes through preprocess first, as a batched /predict request does."""
+    from runtime.serving.predict import Predictor
+
+    def preprocess(row: Any) -> Any:
+        return ("pre", row)  # a tuple: predict(*it) would get two arguments
+
+    batched = Predictor(lambda *args: args, preprocess, 5, False,
+                        predict_batch=lambda items: [("batch", item) for item in items])
+    one_by_one = Predictor(lambda *args: ("batch", args), preprocess, 5, False)
+    assert batched.run_rows([1, 2]) == one_by_one.run_rows([1, 2]) == [
+        ("batch", ("pre", 1)), ("batch", ("pre", 2))]

@@ -100,8 +100,8 @@ class Predictor:
         """preprocess(*args) then predict(...); raises FutureTimeout after predict.timeout."""
         if self.batcher is not None:
             if self.preprocess is not None:
-                prepared = call_bounded(self._pool, self.preprocess, tuple(args), self.timeout)
-                args = list(prepared) if isinstance(prepared, tuple) else [prepared]
+                args = _spread(call_bounded(self._pool, self.preprocess, tuple(args),
+                                            self.timeout))
             if not self._rows:
                 return self.batcher.submit(item_of(args))
             rows = _rows_of(args)
@@ -135,8 +135,7 @@ class Predictor:
 
     def _call(self, args: list[Any]) -> Any:
         if self.preprocess is not None:
-            prepared = self.preprocess(*args)
-            args = list(prepared) if isinstance(prepared, tuple) else [prepared]
+            args = _spread(self.preprocess(*args))
         return self.predict(*args)
 
     def _call_loaded(self, loaded: dict[str, Any]) -> Any:
@@ -149,6 +148,9 @@ class Predictor:
 
     def _call_rows(self, rows: list[Any]) -> Any:
         if self.predict_batch is not None:
+            if self.preprocess is not None:  # predict_batch gets what predict would get
+                rows = [self._prepare_loaded(row) if self.contract.input is not None
+                        else item_of(_spread(self.preprocess(row))) for row in rows]
             return call_batch(self.predict_batch, rows)
         one = self._call_loaded if self.contract.input is not None else (
             lambda row: self._call([row]))
@@ -157,6 +159,11 @@ class Predictor:
             answer = one(row)
             answers.append(list(answer) if isinstance(answer, Iterator) else answer)
         return answers
+
+
+def _spread(prepared: Any) -> list[Any]:
+    """predict's arguments from what preprocess answered: a tuple spreads, else one argument."""
+    return list(prepared) if isinstance(prepared, tuple) else [prepared]
 
 
 def _rows_of(args: list[Any]) -> list[Any] | None:
