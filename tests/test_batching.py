@@ -15,7 +15,7 @@ from runtime.config import ServiceConfig, parse_service
 from runtime.errors import ConfigError
 from runtime.serving.batching import Batcher, FutureTimeout, item_of
 from runtime.serving.settings import BATCH_THREADS, GEVENT_WORKER, batching_defaults, options
-from tests.support import SERVICES, Server, wait_for
+from tests.support import SERVICES, Server, wait_for, write_service
 
 PREDICT = "/api/v1.0/predict"
 
@@ -357,3 +357,17 @@ def test_rows_reach_predict_batch_preprocessed_as_predict_would_get_them() -> No
     one_by_one = Predictor(lambda *args: ("batch", args), preprocess, 5, False)
     assert batched.run_rows([1, 2]) == one_by_one.run_rows([1, 2]) == [
         ("batch", ("pre", 1)), ("batch", ("pre", 2))]
+
+
+def test_predict_batch_set_without_predict_batch_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """predict.batch with no predict_batch in app/predict.py: a warning, and predict alone."""
+    from runtime.testing import make_app
+
+    root = write_service(tmp_path / "svc", {"id": "svc", "predict": {"batch": {"max_size": 4}}},
+                         {"app/predict.py": "def predict(x):\n    return x * 2\n"})
+    with caplog.at_level("WARNING", logger="kiln.predict"):
+        client = make_app(root).test_client()
+    assert any("defines no predict_batch" in r.getMessage() for r in caplog.records), caplog.text
+    answer = client.post("/api/v1.0/predict", json={"input": 21})
+    assert answer.status_code == 200 and answer.json["prediction"] == 42

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ from runtime.serving.contract import Contract, InputError
 from runtime.serving.lifecycle import current, lifecycle
 from runtime.serving.responses import TAG, documented, error, error_doc
 from runtime.serving.timeouts import FutureTimeout, Pool, call_bounded
+
+log = logging.getLogger("kiln.predict")
 
 PREDICT = f"{API}/predict"
 ENDPOINT = "kiln.predict"
@@ -311,6 +314,9 @@ def init_app(app: Flask) -> None:
     predictor: Predictor | None = service.predictor
     batching = batch_settings(service.config)
     if predictor is not None and batching is not None:
+        if predictor.predict_batch is None:
+            log.warning("predict.batch is set in service.yaml, but app/predict.py defines no "
+                        "predict_batch(inputs): each request is predicted alone")
         rows = isinstance(getattr(predictor.predict, "__self__", None), ModelPredictor)
         predictor.enable_batching(*batching, rows=rows)
         hooks = lifecycle(app)
