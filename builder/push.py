@@ -18,12 +18,19 @@ Echo = Callable[[str], None]
 
 
 def split_reference(image: str) -> tuple[str, str]:
-    """(repository, tag) of IMAGE; the tag is `latest` when none is given."""
-    slash = image.rfind("/")
-    colon = image.rfind(":")
+    """(repository, tag) of IMAGE, `NAME[:TAG][@DIGEST]`; the tag is `latest` when none is given.
+
+    An image ID (`sha256:...`) names no repository to push under: a PushError says so.
+    """
+    name = image.split("@", 1)[0]
+    if not name or name.startswith("sha256:"):
+        raise PushError(f"{image!r} is an image ID or a bare digest: give the image's name, "
+                        f"NAME[:TAG], to push it")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
     if colon > slash:
-        return image[:colon], image[colon + 1:]
-    return image, "latest"
+        return name[:colon], name[colon + 1:]
+    return name, "latest"
 
 
 def target_reference(image: str, registry: str) -> tuple[str, str]:

@@ -327,11 +327,22 @@ def test_every_response_carries_the_service_version() -> None:
     ("x:0.1.0", "127.0.0.1:5000/team", ("127.0.0.1:5000/team/x", "0.1.0")),
     ("kiln-test/imaged:abc", "r.example.com/ml/", ("r.example.com/ml/imaged", "abc")),
     ("localhost:5000/a/b", "r.example.com", ("r.example.com/b", "latest")),
+    ("localhost:5000/a/b@sha256:" + "0" * 64, "r.example.com", ("r.example.com/b", "latest")),
+    ("a/b:1.0@sha256:" + "0" * 64, "r.example.com", ("r.example.com/b", "1.0")),
 ])
 def test_push_reference(image: str, registry: str, pushed: tuple[str, str]) -> None:
     from builder.push import target_reference
 
     assert target_reference(image, registry) == pushed
+
+
+@pytest.mark.parametrize("image", ["sha256:" + "0" * 64, "@sha256:" + "0" * 64])
+def test_push_of_an_image_id_asks_for_a_name(image: str) -> None:
+    from builder.errors import PushError
+    from builder.push import target_reference
+
+    with pytest.raises(PushError, match="give the image's name"):
+        target_reference(image, "r.example.com")
 
 
 def test_push_without_a_registry_says_where_to_give_one(tmp_path: Path) -> None:
