@@ -314,6 +314,9 @@ def batch_job(w: Workload, shards: int, parallelism: int, input_path: str,
                      "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}]
     main["volumeMounts"].append({"name": "data", "mountPath": DATA})
     spec["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": claim}})
+    # A new claim is root's: the kubelet gives its group (the runtime's, 0) write access.
+    spec["securityContext"] = {**spec["securityContext"], "fsGroup": GROUP_ID,
+                               "fsGroupChangePolicy": "OnRootMismatch"}
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": metadata(w, f"{w.id}-batch"),
             "spec": {"completionMode": "Indexed", "completions": shards,

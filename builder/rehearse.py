@@ -67,6 +67,8 @@ def run_kwargs(pod: dict[str, Any], spec: dict[str, Any], host_cpus: int) -> dic
     if security.get("runAsUser") is not None:
         group = security.get("runAsGroup")
         kwargs["user"] = f"{security['runAsUser']}" + (f":{group}" if group is not None else "")
+    if pod_security.get("fsGroup") is not None:  # the pod's supplemental group, as on a node
+        kwargs["group_add"] = [str(pod_security["fsGroup"])]
     if security.get("readOnlyRootFilesystem"):
         kwargs["read_only"] = True
     if security.get("allowPrivilegeEscalation") is False:

@@ -283,6 +283,8 @@ def test_batch_writes_an_indexed_job_over_kiln_batch_shards(tmp_path: Path) -> N
         "--output", "/data/rows/in.predictions.part-$(JOB_COMPLETION_INDEX).parquet",
         "--shard", "$(JOB_COMPLETION_INDEX)/4"]
     assert {"name": "data", "persistentVolumeClaim": {"claimName": "x-data"}} in pod(job)["volumes"]
+    # The runtime's group may write to a new (root-owned) claim.
+    assert pod(job)["securityContext"]["fsGroup"] == main["securityContext"]["runAsGroup"] == 0
 
 
 @pytest.mark.parametrize(("deploy", "message"), [
