@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import ModuleType
 from typing import Any
 
@@ -48,39 +49,51 @@ class Contract:
             raise InputError(f"{where}: must be an object with the fields of {INPUT} "
                              f"({', '.join(self.input_names())}), got {_json_type(value)}")
         try:
-            loaded = self.input().load(value)
+            loaded = self._input_schema.load(value)
         except marshmallow.ValidationError as err:
             problems = list(_problems(err.messages, where))
             raise InputError("; ".join(problems) or f"{where}: {err}") from err
         return dict(loaded)
 
+    # One instance each, made on first use: a marshmallow Schema costs about three loads to
+    # make (its fields are copied), and its load keeps no state between calls.
+    @cached_property
+    def _input_schema(self) -> marshmallow.Schema:
+        assert self.input is not None
+        return self.input()
+
+    @cached_property
+    def _output_schema(self) -> marshmallow.Schema:
+        assert self.output is not None
+        return self.output()
+
     def input_names(self) -> list[str]:
         """The names a caller gives PredictInput's fields, in declaration order."""
-        return [name for name, _ in _load_fields(self.input)] if self.input else []
+        return [name for name, _ in _load_fields(self._input_schema)] if self.input else []
 
     def output_names(self) -> list[str]:
         """The names of PredictOutput's fields as they appear in an answer."""
         if self.output is None:
             return []
-        return [field.data_key or name for name, field in self.output().fields.items()
+        return [field.data_key or name for name, field in self._output_schema.fields.items()
                 if not field.load_only]
 
     def example(self) -> dict[str, Any] | None:
         """PredictInput's field examples as one input; None without PredictInput or examples."""
-        return _example(self.input) if self.input is not None else None
+        return _example(self._input_schema) if self.input is not None else None
 
     def input_tensors(self) -> list[dict[str, Any]]:
         """PredictInput's fields as Open Inference Protocol tensor metadata."""
         if self.input is None:
             return []
-        return [tensor_metadata(name, field) for name, field in _load_fields(self.input)]
+        return [tensor_metadata(name, field) for name, field in _load_fields(self._input_schema)]
 
     def output_tensors(self) -> list[dict[str, Any]]:
         """PredictOutput's fields as Open Inference Protocol tensor metadata."""
         if self.output is None:
             return []
         return [tensor_metadata(field.data_key or name, field)
-                for name, field in self.output().fields.items() if not field.load_only]
+                for name, field in self._output_schema.fields.items() if not field.load_only]
 
     def body_schema(self, base: dict[str, Any]) -> dict[str, Any]:
         """The predict body schema: BASE's `input` replaced by a reference to PredictInput."""
@@ -107,17 +120,16 @@ def _schema_class(schemas: ModuleType | None, name: str) -> type[marshmallow.Sch
     return None
 
 
-def _load_fields(schema: type[marshmallow.Schema]) -> Iterator[tuple[str, fields.Field]]:
+def _load_fields(schema: marshmallow.Schema) -> Iterator[tuple[str, fields.Field]]:
     """(name a caller uses, field) of each field a load reads."""
-    for name, field in schema().fields.items():
+    for name, field in schema.fields.items():
         if not field.dump_only:
             yield field.data_key or name, field
 
 
-def _example(schema: type[marshmallow.Schema] | marshmallow.Schema) -> dict[str, Any] | None:
-    cls = schema if isinstance(schema, type) else type(schema)
+def _example(schema: marshmallow.Schema) -> dict[str, Any] | None:
     found: dict[str, Any] = {}
-    for name, field in _load_fields(cls):
+    for name, field in _load_fields(schema):
         value = _field_example(field)
         if value is not None:
             found[name] = value
