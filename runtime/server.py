@@ -50,8 +50,7 @@ class ServiceApplication(BaseApplication):  # type: ignore[misc]
                  hooks: dict[str, Callable[..., Any]] | None = None):
         self.root = root
         self.settings = settings
-        self.hooks = merge_hooks({"post_worker_init": _post_worker_init,
-                                  "post_request": _post_request}, hooks or {})
+        self.hooks = merge_hooks({"post_worker_init": _post_worker_init}, hooks or {})
         super().__init__()
 
     def load_config(self) -> None:
@@ -100,8 +99,8 @@ def _post_worker_init(worker: Any) -> None:
     gunicorn's graceful stop ends a worker once its current request is answered, and the
     connections the kernel had already accepted for the listener (its backlog) are reset when
     the last worker closes it. Here a worker asked to stop goes on taking connections while any
-    waits in the backlog (`_post_request` looks after each request), then stops as gunicorn
-    would; gunicorn's graceful_timeout still bounds the whole.
+    waits in the backlog (`_stop_once_drained` watches it), then stops as gunicorn would;
+    gunicorn's graceful_timeout still bounds the whole.
     """
     service = worker.wsgi.extensions["kiln"]
     previous = signal.getsignal(signal.SIGTERM)
@@ -127,10 +126,11 @@ DRAIN_POLL_SECONDS = 0.05
 def _stop_once_drained(worker: Any, watching: threading.Lock) -> None:
     """SIGTERM this worker again once no connection waits for it.
 
-    Several workers share the listeners: the connection a stopping worker waited for may be
-    taken by another, and the worker would then sleep in accept until gunicorn's
-    graceful_timeout killed it. The second SIGTERM wakes it (gunicorn's workers wake on any
-    signal) and, the backlog empty, stops it as gunicorn's own handler does.
+    The one place a draining worker is told to stop, busy or idle: several workers share the
+    listeners, so the connection it waited for may be taken by another, and a check after its
+    own requests would leave it asleep in accept until gunicorn's graceful_timeout killed it.
+    The second SIGTERM wakes it (gunicorn's workers wake on any signal) and, the backlog
+    empty, stops it as gunicorn's own handler does: after the request in hand.
     """
     try:
         while worker.alive and _waiting(worker):
@@ -139,13 +139,6 @@ def _stop_once_drained(worker: Any, watching: threading.Lock) -> None:
         watching.release()
     if worker.alive:
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
-    """gunicorn hook: a stopping worker stops once no connection waits for it any more."""
-    service = worker.wsgi.extensions["kiln"]
-    if service.health.stopping and not _waiting(worker):
-        worker.alive = False  # what gunicorn's own SIGTERM handler does
 
 
 #: select() as the standard library has it, taken before any worker starts: gevent's worker

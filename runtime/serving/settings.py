@@ -66,7 +66,7 @@ def defaults(host: str, port: int, cpus: int) -> dict[str, Any]:
     return out
 
 
-#: What `worker_class: gevent` runs: gunicorn's gevent worker, made fair to every connection.
+#: What `worker_class: gevent` runs: gunicorn's gevent_pywsgi worker, fair to every connection.
 GEVENT_WORKER = "runtime.serving.workers.GeventWorker"
 
 
@@ -132,5 +132,5 @@ def options(config: ServiceConfig, host: str, port: int, env: dict[str, str] | N
         check_setting(name, value, "GUNICORN_CMD_ARGS", allow_bind=True)
         merged[name] = value
     if merged.get("worker_class") == "gevent":
-        merged["worker_class"] = GEVENT_WORKER  # gunicorn's, fair to every connection
+        merged["worker_class"] = GEVENT_WORKER  # runtime/serving/workers.py
     return merged

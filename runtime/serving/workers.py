@@ -21,10 +21,10 @@ requests in the same 2 s), for two reasons this worker takes care of:
   second in the listen backlog. Here a turn accepts up to `ACCEPT_BURST`: a busy worker
   still turns less often, so it takes fewer connections than an idle one.
 
-What gunicorn's own worker does per request is kept, through gunicorn's public settings and
-hooks: the `keepalive` idle limit (and no keep-alive when it is 0), `max_requests`, the
-`post_request` hook (kiln's drain on SIGTERM reads it), closing kept-alive connections once
-the worker stops, the access log when `accesslog` asks for it, and the graceful stop. gevent's
+What gunicorn's own worker does per request is kept, through gunicorn's public settings: the
+`keepalive` idle limit (and no keep-alive when it is 0), `max_requests`, closing kept-alive
+connections once the worker stops, the access log when `accesslog` asks for it, and the
+graceful stop. (gunicorn's request hooks are not called: kiln refuses them in its settings.) gevent's
 server has its own limits on the request line (8 KiB, else 414) and headers (100, else 400);
 gunicorn's `limit_request_*` and `forwarded_allow_ips` settings do not apply to it.
 """
@@ -72,7 +72,6 @@ class Handler(PyWSGIHandler):  # type: ignore[misc]
         if worker.nr >= worker.max_requests and worker.alive:
             worker.log.info("Autorestarting worker after current request.")
             worker.alive = False
-        worker.cfg.post_request(worker, self, self.environ, None)
 
     def handle_one_request(self) -> Any:
         result = super().handle_one_request()
