@@ -172,3 +172,27 @@ def test_the_gevent_worker_keeps_gunicorn_s_settings_and_kiln_s_answers(
         return len({json.loads(line)["pid"] for line in server.output().splitlines()
                     if '"kiln.access"' in line}) >= 2
     assert wait_for(served_by_two_workers, timeout=30, interval=0.2), server.output()
+
+
+def test_the_gevent_worker_reads_headers_as_gunicorn_would(serve: Callable[..., Server]) -> None:
+    """kiln's worker reads header lines with its own reader (not the email package's): the
+    fields reach the app, and what gunicorn's parser refuses answers 400."""
+    pytest.importorskip("gevent")
+    server = serve("basic", env={"GUNICORN_CMD_ARGS": "--worker-class gevent --workers 1"})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(_request("headers-reach-the-app", {"input": [1, 2]}))
+        head = _read_answer(sock)
+        assert b" 200 " in head.split(b"\r\n")[0]
+        assert b"X-Request-ID: headers-reach-the-app" in head
+    refused = [b"Host: x\r\n folded: on\r\n",
+               b"Host : x\r\n",
+               b"Content-Length: 2\r\nContent-Length: 3\r\n",
+               b"".join(b"X-%d: v\r\n" % i for i in range(101))]
+    for fields in refused:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(b"GET " + LIVE.encode() + b" HTTP/1.1\r\n" + fields + b"\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):  # the server answers and closes
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 400 "), (fields, answer)
+    assert server.get(LIVE).status_code == 200

@@ -26,7 +26,8 @@ What gunicorn's own worker does per request is kept, through gunicorn's public s
 connections once the worker stops, the access log when `accesslog` asks for it, and the
 graceful stop. (gunicorn's request hooks are not called: kiln refuses them in its settings.) gevent's
 server has its own limits on the request line (8 KiB, else 414) and headers (100, else 400);
-gunicorn's `limit_request_*` and `forwarded_allow_ips` settings do not apply to it.
+gunicorn's `limit_request_*` and `forwarded_allow_ips` settings do not apply to it. The header
+lines are read by runtime/serving/headers.py, through gevent's `MessageClass` hook.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ from gunicorn import SERVER_SOFTWARE
 from gunicorn.http.wsgi import base_environ
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
+from runtime.serving.headers import Headers, read_headers
+
 #: Connections one worker accepts per turn of its event loop, at most.
 ACCEPT_BURST = 8
 #: A sleep above 0 resumes the greenlet on the loop's next turn, after the I/O ready then;
@@ -51,6 +54,9 @@ class Server(PyWSGIServer):  # type: ignore[misc]
     """gevent's WSGI server for one listener of one worker."""
 
     worker: GeventWorker
+    #: gunicorn's `keepalive` (None: no limit) and `accesslog`, read once rather than per request.
+    keepalive: float | None = None
+    accesslog: bool = False
 
 
 class Handler(PyWSGIHandler):  # type: ignore[misc]
@@ -58,10 +64,14 @@ class Handler(PyWSGIHandler):  # type: ignore[misc]
 
     server: Server
 
+    def MessageClass(self, stream: Any, *args: Any) -> Headers:  # gevent names it so
+        # gevent's own is the email package's parser; see runtime/serving/headers.py.
+        return read_headers(stream)
+
     def read_requestline(self) -> str:
         # gunicorn waits `keepalive` seconds for each request of a connection, then closes it.
         line = ""
-        with gevent.Timeout(self.server.worker.cfg.keepalive or None, False):
+        with gevent.Timeout(self.server.keepalive, False):
             line = super().read_requestline()
         return line
 
@@ -77,8 +87,7 @@ class Handler(PyWSGIHandler):  # type: ignore[misc]
         result = super().handle_one_request()
         if result is not True:
             return result  # the connection closes
-        worker = self.server.worker
-        if not worker.alive or not worker.cfg.keepalive:
+        if not self.server.worker.alive or not self.server.keepalive:
             return None  # as gunicorn: no keep-alive, or the worker stops
         try:
             gevent.sleep(NEXT_TURN)  # every other connection ready now goes first
@@ -87,7 +96,7 @@ class Handler(PyWSGIHandler):  # type: ignore[misc]
         return result
 
     def log_request(self) -> None:
-        if self.server.worker.cfg.accesslog:  # kiln's own line per request says more
+        if self.server.accesslog:  # kiln's own line per request says more
             super().log_request()
 
 
@@ -113,6 +122,7 @@ class GeventWorker(GeventPyWSGIWorker):  # type: ignore[misc]
                 log=self.log, error_log=logging.getLogger("gunicorn.error"),
                 handler_class=self.wsgi_handler, environ=environ, **ssl_args)
             server.worker = self
+            server.keepalive, server.accesslog = self.cfg.keepalive or None, bool(self.cfg.accesslog)
             server.max_accept = ACCEPT_BURST if self.cfg.workers > 1 else server.max_accept
             server.start()
             servers.append(server)
