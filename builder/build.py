@@ -18,7 +18,8 @@ from typing import Any
 from builder.context import write_context
 from builder.dockerfile import BuildOptions, base_image, default_tag, run_line, target_of
 from builder.errors import BuildError
-from runtime.config import ServiceConfig, load_service
+from runtime.config import SERVICE_FILE, ServiceConfig, load_service
+from runtime.errors import KilnError
 
 Echo = Callable[[str], None]
 _STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
@@ -55,6 +56,27 @@ def docker_client() -> Any:
         raise BuildError(f"cannot reach a Docker engine ({err}); start one (e.g. `sudo dockerd`) "
                          f"or set DOCKER_HOST") from err
     return client
+
+
+def local_image(what: str) -> tuple[str, ServiceConfig | None]:
+    """The image WHAT names: a service folder's default tag (with its config), else WHAT itself."""
+    if (Path(what) / SERVICE_FILE).is_file():
+        config = load_service(what)
+        return default_tag(config, BuildOptions()), config
+    return what, None
+
+
+def inspect_local(client: Any, image: str, what: str,
+                  error: type[KilnError] = BuildError) -> dict[str, Any]:
+    """The engine's record of IMAGE; an ERROR when it has none (saying to build WHAT first)."""
+    import docker.errors
+
+    try:
+        attrs: dict[str, Any] = client.api.inspect_image(image)
+    except docker.errors.ImageNotFound as err:
+        hint = f"; build it first: kiln build {what}" if image != what else ""
+        raise error(f"image {image!r} not found{hint}") from err
+    return attrs
 
 
 def mb(size: int) -> str:

@@ -6,13 +6,10 @@ The registry is --registry, else service.yaml's deploy.registry. The pushed refe
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-from builder.build import docker_client
-from builder.dockerfile import BuildOptions, default_tag
+from builder.build import docker_client, inspect_local, local_image
 from builder.errors import PushError
-from runtime.config import SERVICE_FILE, load_service
 
 Echo = Callable[[str], None]
 
@@ -67,13 +64,12 @@ def progress_lines(chunks: Iterator[dict[str, Any]]) -> Iterator[tuple[str | Non
 
 def resolve(what: str, registry: str | None) -> tuple[str, str]:
     """(local image, registry) of WHAT: a service folder (its default tag) or an image name."""
-    if (Path(what) / SERVICE_FILE).is_file():
-        config = load_service(what)
-        image = default_tag(config, BuildOptions())
+    image, config = local_image(what)
+    if config is not None:
         registry = registry or config.get("deploy.registry")
         where = f"--registry or deploy.registry in {config.path}"
     else:
-        image, where = what, "--registry (an image name has no service.yaml)"
+        where = "--registry (an image name has no service.yaml)"
     if not registry:
         raise PushError(f"no registry to push {image} to: give {where}, "
                         f"e.g. registry.example.com/team")
@@ -88,11 +84,7 @@ def push(what: str, registry: str | None = None, echo: Echo = print) -> str:
     try:
         import docker.errors
 
-        try:
-            client.api.inspect_image(image)
-        except docker.errors.ImageNotFound as err:
-            hint = f"; build it first: kiln build {what}" if image != what else ""
-            raise PushError(f"image {image!r} not found{hint}") from err
+        inspect_local(client, image, what, PushError)
         client.api.tag(image, repository, tag)
         echo(f"Pushing {repository}:{tag}")
         digest = None

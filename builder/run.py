@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.build import docker_client
-from builder.dockerfile import PORT, BuildOptions, default_tag
+from builder.build import docker_client, inspect_local, local_image
+from builder.dockerfile import PORT
 from builder.errors import RunError
-from runtime.config import SERVICE_FILE, SIZES, load_service
+from runtime.config import SERVICE_FILE, SIZES
 
 Echo = Callable[[str], None]
 #: Where the image keeps the service folder (images/*.Dockerfile).
@@ -56,18 +56,8 @@ class Limits:
 
 def resolve_image(client: Any, what: str) -> tuple[str, str]:
     """(image, size) for a service folder (its default tag) or an image name (its kiln.size label)."""
-    if (Path(what) / SERVICE_FILE).is_file():
-        config = load_service(what)
-        image = default_tag(config, BuildOptions())
-        hint = f"; build it first: kiln build {what}"
-    else:
-        image, hint = what, ""
-    import docker.errors
-
-    try:
-        attrs = client.api.inspect_image(image)
-    except docker.errors.ImageNotFound as err:
-        raise RunError(f"image {image!r} not found{hint}") from err
+    image, _ = local_image(what)
+    attrs = inspect_local(client, image, what, RunError)
     labels = (attrs.get("Config") or {}).get("Labels") or {}
     return image, labels.get("kiln.size", "small")
 
