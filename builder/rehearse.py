@@ -133,14 +133,14 @@ class Rehearsal:
         self.client, self.container, self.echo = client, container, echo
 
     def host_port(self, port: int) -> int:
-        self.container.reload()
+        """The host port PORT is published on, as of the last `alive()`."""
         bound = (self.container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp")
         if not bound:
             raise DeployError(f"port {port} is not published: the pod spec does not declare it")
         return int(bound[0]["HostPort"])
 
     def ask(self, probe: Probe) -> tuple[bool, str]:
-        """One try of PROBE: (passed, what it answered)."""
+        """One try of PROBE, after `alive()`: (passed, what it answered)."""
         url = f"http://127.0.0.1:{self.host_port(probe.port)}{probe.path}"
         try:
             answer = requests.get(url, timeout=probe.timeout)
@@ -155,6 +155,7 @@ class Rehearsal:
         return 200 <= said < 400, f"{said}" + (f": {reason}" if reason else "")
 
     def alive(self) -> None:
+        """Raise when the container has exited; else refresh what the engine says of it."""
         self.container.reload()
         if self.container.status not in ("created", "running"):
             code = self.container.attrs["State"].get("ExitCode")
