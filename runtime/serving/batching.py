@@ -25,23 +25,20 @@ from typing import Any
 
 from runtime.serving.timeouts import FutureTimeout, Pool, call_bounded
 
-#: predict.batch's values when the section is written without them.
-DEFAULT_MAX_SIZE = 32
-DEFAULT_MAX_LATENCY_MS = 5.0
-
 #: observe(batch size, each item's wait in seconds): the metrics' hook.
 Observer = Callable[[int, Sequence[float]], None]
 
 
 def batch_settings(config: Any) -> tuple[int, float] | None:
-    """(max_size, max_latency in seconds) when service.yaml turns batching on, else None."""
+    """(max_size, max_latency in seconds) when service.yaml turns batching on, else None.
+
+    A `predict.batch` section written at all has both keys: runtime/config.py fills in its
+    defaults (SECTION_DEFAULTS), so they are stated once.
+    """
     size = config.get("predict.batch.max_size")
-    latency = config.get("predict.batch.max_latency_ms")
-    if size is None and latency is None:
+    if size is None:
         return None
-    size = DEFAULT_MAX_SIZE if size is None else int(size)
-    latency = DEFAULT_MAX_LATENCY_MS if latency is None else float(latency)
-    return size, latency / 1000.0
+    return int(size), float(config.get("predict.batch.max_latency_ms")) / 1000.0
 
 
 class _Item:
