@@ -25,9 +25,10 @@ What gunicorn's own worker does per request is kept, through gunicorn's public s
 `keepalive` idle limit (and no keep-alive when it is 0), `max_requests`, closing kept-alive
 connections once the worker stops, the access log when `accesslog` asks for it, and the
 graceful stop. (gunicorn's request hooks are not called: kiln refuses them in its settings.) gevent's
-server has its own limits on the request line (8 KiB, else 414) and headers (100, else 400);
-gunicorn's `limit_request_*` and `forwarded_allow_ips` settings do not apply to it. The header
-lines are read by runtime/serving/headers.py, through gevent's `MessageClass` hook.
+server has its own limit on the request line (8 KiB, else 414): gunicorn's
+`limit_request_line` and `forwarded_allow_ips` settings do not apply to it. The header lines
+are read by runtime/serving/headers.py, through gevent's `MessageClass` hook, within
+gunicorn's `limit_request_fields` and `limit_request_field_size`.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from gunicorn import SERVER_SOFTWARE
 from gunicorn.http.wsgi import base_environ
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler, PyWSGIServer
 
-from runtime.serving.headers import Headers, read_headers
+from runtime.serving.headers import MAX_HEADERS, MAX_LINE, Headers, limits, read_headers
 
 #: Connections one worker accepts per turn of its event loop, at most.
 ACCEPT_BURST = 8
@@ -57,6 +58,8 @@ class Server(PyWSGIServer):  # type: ignore[misc]
     #: gunicorn's `keepalive` (None: no limit) and `accesslog`, read once rather than per request.
     keepalive: float | None = None
     accesslog: bool = False
+    #: (fields, field line size) a request's headers may have: gunicorn's `limit_request_*`.
+    header_limits: tuple[int, int] = (MAX_HEADERS, MAX_LINE)
 
 
 class Handler(PyWSGIHandler):  # type: ignore[misc]
@@ -66,7 +69,7 @@ class Handler(PyWSGIHandler):  # type: ignore[misc]
 
     def MessageClass(self, stream: Any, *args: Any) -> Headers:  # gevent names it so
         # gevent's own is the email package's parser; see runtime/serving/headers.py.
-        return read_headers(stream)
+        return read_headers(stream, self.request_version, *self.server.header_limits)
 
     def read_requestline(self) -> str:
         # gunicorn waits `keepalive` seconds for each request of a connection, then closes it.
@@ -123,6 +126,8 @@ class GeventWorker(GeventPyWSGIWorker):  # type: ignore[misc]
                 handler_class=self.wsgi_handler, environ=environ, **ssl_args)
             server.worker = self
             server.keepalive, server.accesslog = self.cfg.keepalive or None, bool(self.cfg.accesslog)
+            server.header_limits = limits(self.cfg.limit_request_fields,
+                                          self.cfg.limit_request_field_size)
             server.max_accept = ACCEPT_BURST if self.cfg.workers > 1 else server.max_accept
             server.start()
             servers.append(server)
