@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import contextvars
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,3 +145,69 @@ def test_pool_reuses_idle_threads():
     names = {in_thread(lambda: call_bounded(pool, lambda: threading.current_thread().name, (), 5))
              for _ in range(5)}
     assert names == {"reuse-1"}
+
+
+GEVENT_CHECK = r'''
+from gevent import monkey
+monkey.patch_all()
+import threading, time
+import gevent
+from runtime.serving.timeouts import FutureTimeout, Pool, call_bounded
+
+pool = Pool("t")
+stopped = []
+
+def slow():
+    try:
+        time.sleep(30)  # patched: a wait the timer can stop
+    finally:
+        stopped.append(True)
+
+def busy(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:  # never waits: the timer cannot fire
+        pass
+    return "late"
+
+def own_timeout():
+    with gevent.Timeout(0.01):
+        time.sleep(5)
+
+def check():
+    assert call_bounded(pool, lambda x: x + 1, (1,), 5) == 2
+    began = time.monotonic()
+    try:
+        call_bounded(pool, slow, (), 0.2)
+    except FutureTimeout:
+        pass
+    else:
+        raise AssertionError("no timeout")
+    assert time.monotonic() - began < 10 and stopped == [True]
+    try:
+        call_bounded(pool, busy, (0.3,), 0.1)
+    except FutureTimeout:
+        pass
+    else:
+        raise AssertionError("a late answer counted as on time")
+    try:
+        call_bounded(pool, own_timeout, (), 5)
+    except gevent.Timeout:
+        pass
+    else:
+        raise AssertionError("the user's own gevent.Timeout was not theirs")
+    assert threading.active_count() == 1, threading.enumerate()  # no pool thread was started
+    print("ok")
+
+gevent.spawn(check).get()
+'''
+
+
+def test_under_gevent_the_call_runs_in_place_and_its_timer_stops_it() -> None:
+    """kiln's gevent worker patches threading: a bounded call runs in the request's greenlet
+    under a gevent.Timeout, not in a pool greenlet (two switches through the hub saved)."""
+    pytest.importorskip("gevent")
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", GEVENT_CHECK], check=False, cwd=root,
+                          capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(root), "PATH": ""})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

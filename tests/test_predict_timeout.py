@@ -1,4 +1,5 @@
-"""predict.timeout under each worker class: a sync worker's timer and gthread's pool both answer 504."""
+"""predict.timeout under each worker class: a sync worker's timer, gthread's pool and gevent's
+timer in the request's greenlet all answer 504."""
 from __future__ import annotations
 
 import json
@@ -22,8 +23,11 @@ def worker_pid(server: Server, request_id: str) -> int | None:
 
 
 @pytest.mark.parametrize("gunicorn_args", ["--worker-class sync",
-                                           "--worker-class gthread --threads 2"])
+                                           "--worker-class gthread --threads 2",
+                                           "--worker-class gevent"])
 def test_timeout_is_504_and_the_worker_serves_on(serve, gunicorn_args):
+    if "gevent" in gunicorn_args:
+        pytest.importorskip("gevent")
     server = serve("basic", env={"GUNICORN_CMD_ARGS": f"--workers 1 {gunicorn_args}"})
     # An hour's sleep: only predict.timeout (2 s) can answer before the client gives up (60 s).
     response = server.post(PREDICT, json={"input": ["sleep", 3600]}, timeout=60)
