@@ -17,6 +17,7 @@ TESTS=(
   tests/test_capture.py
   tests/test_cli_usage.py
   tests/test_config.py
+  tests/test_headers.py
   tests/test_lifecycle.py
   tests/test_loader.py
   tests/test_logs.py
