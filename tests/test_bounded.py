@@ -150,11 +150,20 @@ def test_pool_reuses_idle_threads():
 GEVENT_CHECK = r'''
 from gevent import monkey
 monkey.patch_all()
-import threading, time
+import contextvars, threading, time
 import gevent
+from runtime.serving.batching import Batcher
 from runtime.serving.timeouts import FutureTimeout, Pool, call_bounded
 
 pool = Pool("t")
+
+def raises(kind, func, *args):
+    """The exception of KIND that func(*args) raises; an AssertionError if it raises none."""
+    try:
+        func(*args)
+    except kind as err:
+        return err
+    raise AssertionError(f"{func.__name__} did not raise {kind.__name__}")
 stopped = []
 
 def slow():
@@ -173,29 +182,58 @@ def own_timeout():
     with gevent.Timeout(0.01):
         time.sleep(5)
 
+request = contextvars.ContextVar("request", default="unset")
+
+def sets_and_reads():
+    request.set("set by the call")
+    return "seen " + where.get()
+
+where = contextvars.ContextVar("where", default="unset")
+
+def swallows_then_fails():
+    try:
+        time.sleep(30)
+    except BaseException:
+        pass
+    raise RuntimeError("the timer, caught and turned into another error")
+
+def fails_at_once():
+    raise RuntimeError("its own error")
+
+def batch_call(items):
+    if "slow" in items:
+        end = time.monotonic() + 3
+        while time.monotonic() < end:  # swallows every stop, and waits on
+            try:
+                time.sleep(0.05)
+            except BaseException:
+                pass
+    return items
+
+def check_batcher():
+    batcher = Batcher(batch_call, 4, 0.0, 0.3)
+    began = time.monotonic()
+    slow = gevent.spawn(batcher.submit, "slow")
+    gevent.sleep(0.1)
+    assert batcher.submit("next") == "next"  # the batcher went on without the slow batch
+    raises(FutureTimeout, slow.get)
+    assert time.monotonic() - began < 2.5, time.monotonic() - began
+
 def check():
     assert call_bounded(pool, lambda x: x + 1, (1,), 5) == 2
+    where.set("the request's id")
+    assert call_bounded(pool, sets_and_reads, (), 5) == "seen the request's id"
+    assert request.get() == "unset"  # what the call set stayed with it
+    raises(FutureTimeout, call_bounded, pool, swallows_then_fails, (), 0.2)
+    err = raises(RuntimeError, call_bounded, pool, fails_at_once, (), 5)
+    assert str(err) == "its own error"
     began = time.monotonic()
-    try:
-        call_bounded(pool, slow, (), 0.2)
-    except FutureTimeout:
-        pass
-    else:
-        raise AssertionError("no timeout")
+    raises(FutureTimeout, call_bounded, pool, slow, (), 0.2)
     assert time.monotonic() - began < 10 and stopped == [True]
-    try:
-        call_bounded(pool, busy, (0.3,), 0.1)
-    except FutureTimeout:
-        pass
-    else:
-        raise AssertionError("a late answer counted as on time")
-    try:
-        call_bounded(pool, own_timeout, (), 5)
-    except gevent.Timeout:
-        pass
-    else:
-        raise AssertionError("the user's own gevent.Timeout was not theirs")
+    raises(FutureTimeout, call_bounded, pool, busy, (0.3,), 0.1)
+    raises(gevent.Timeout, call_bounded, pool, own_timeout, (), 5)
     assert threading.active_count() == 1, threading.enumerate()  # no pool thread was started
+    check_batcher()
     print("ok")
 
 gevent.spawn(check).get()
@@ -203,8 +241,10 @@ gevent.spawn(check).get()
 
 
 def test_under_gevent_the_call_runs_in_place_and_its_timer_stops_it() -> None:
-    """kiln's gevent worker patches threading: a bounded call runs in the request's greenlet
-    under a gevent.Timeout, not in a pool greenlet (two switches through the hub saved)."""
+    """kiln's gevent worker patches threading: a bounded call runs in the request's greenlet,
+    in a copy of its context, under a gevent.Timeout, not in a pool greenlet (two switches
+    through the hub saved); the batcher keeps its pool, so that a batch whose code swallows
+    the timer still answers 504 on time while the next batch is served."""
     pytest.importorskip("gevent")
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-c", GEVENT_CHECK], check=False, cwd=root,

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from runtime.serving.timeouts import FutureTimeout, Pool, call_bounded
+from runtime.serving.timeouts import FutureTimeout, Pool
 
 #: observe(batch size, each item's wait in seconds): the metrics' hook.
 Observer = Callable[[int, Sequence[float]], None]
@@ -161,7 +161,9 @@ class Batcher:
                 item.answer(error=FutureTimeout())
             return
         try:
-            answers = call_bounded(self._pool, self._checked, ([i.given for i in batch],), left)
+            # Always in the pool, under gevent too: a batch that overruns (even one whose code
+            # swallows a timer) keeps its thread while the batcher answers 504 and goes on.
+            answers = self._pool.call(self._checked, ([i.given for i in batch],), left)
         except FutureTimeout as err:
             for item in batch:
                 item.answer(error=err)

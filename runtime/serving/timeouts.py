@@ -12,10 +12,13 @@ more than the model's own predict (bench/README.md, "Predict-path profile"). Now
   a SimpleQueue, and the caller waits on a plain lock with a timeout: no Future, Condition
   or work item per call. A call that overruns keeps its thread and the caller answers on time.
 - Under gevent (kiln's gevent worker patches `threading`, so every thread is a greenlet) the
-  call runs in place under a `gevent.Timeout`, which stops it at its next wait once the time
-  has passed: handing it to a pool greenlet and back cost two switches through the hub, 15
-  µs against 3.5 µs a call, alone on an idle loop. A call that never waits (a CPU-bound
-  model) cannot be stopped; it counts as timed out when it returns late.
+  call runs in place, in a copy of the context, under a `gevent.Timeout`, which stops it at
+  its next wait once the time has passed, as the sync worker's timer does: handing it to a
+  pool greenlet and back cost two switches through the hub, 15 µs against 3.5 µs a call,
+  alone on an idle loop. A call that never waits (a CPU-bound model) cannot be stopped; it
+  counts as timed out when it returns or fails late. Code that catches the timer and waits
+  on is not stopped again (nor under the sync worker's timer); the batcher, which serves
+  every caller, keeps its pool for that reason (runtime/serving/batching.py).
 """
 from __future__ import annotations
 
@@ -158,11 +161,17 @@ def _with_gevent_timeout(func: Callable[..., Any], args: tuple[Any, ...], timeou
     timer = gevent.Timeout(timeout)
     timer.start()
     try:
-        result = func(*args)
+        # In a copy of the context, as a pool thread runs it: what the call sets in context
+        # variables stays with the call, not with the greenlet's next request.
+        result = contextvars.copy_context().run(func, *args)
     except gevent.Timeout as err:
         if err is not timer:
             raise  # the user's own gevent.Timeout
         raise FutureTimeout from None
+    except Exception:
+        if time.perf_counter() - began > timeout:  # failed once past its time: stopped, or
+            raise FutureTimeout from None  # the timer caught and turned into another error
+        raise
     finally:
         timer.close()
     if time.perf_counter() - began > timeout:  # it never waited, so the timer could not fire
