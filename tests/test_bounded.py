@@ -183,12 +183,11 @@ def own_timeout():
         time.sleep(5)
 
 request = contextvars.ContextVar("request", default="unset")
+where = contextvars.ContextVar("where", default="unset")
 
 def sets_and_reads():
     request.set("set by the call")
     return "seen " + where.get()
-
-where = contextvars.ContextVar("where", default="unset")
 
 def swallows_then_fails():
     try:

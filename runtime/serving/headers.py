@@ -59,9 +59,6 @@ class Headers:
         self.fields = [(n, v) for n, v in self.fields if n.lower() != key]
         self.first.pop(key, None)
 
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self.first
-
     def items(self) -> list[tuple[str, str]]:
         """Every (name, value) in the order received."""
         return list(self.fields)

@@ -24,8 +24,8 @@ requests in the same 2 s), for two reasons this worker takes care of:
 What gunicorn's own worker does per request is kept, through gunicorn's public settings: the
 `keepalive` idle limit (and no keep-alive when it is 0), `max_requests`, closing kept-alive
 connections once the worker stops, the access log when `accesslog` asks for it, and the
-graceful stop. (gunicorn's request hooks are not called: kiln refuses them in its settings.) gevent's
-server has its own limit on the request line (8 KiB, else 414): gunicorn's
+graceful stop. (gunicorn's request hooks are not called: kiln refuses them in its settings.)
+gevent's server has its own limit on the request line (8 KiB, else 414): gunicorn's
 `limit_request_line` and `forwarded_allow_ips` settings do not apply to it. The header lines
 are read by runtime/serving/headers.py, through gevent's `MessageClass` hook, within
 gunicorn's `limit_request_fields` and `limit_request_field_size`.
