@@ -49,6 +49,8 @@ class Installed:
     wheel: Path
     work: Path
     env: dict[str, str]
+    #: What building the wheel printed (pip -v shows the build backend's warnings).
+    build_log: str
 
     def bin(self, name: str) -> str:
         return str(self.venv / "bin" / name)
@@ -63,10 +65,12 @@ class Installed:
         return done.stdout
 
 
-def _pip(*args: str) -> None:
+def _pip(*args: str) -> str:
+    """pip's output (stdout and stderr) once it has succeeded."""
     done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, f"pip {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
 
 
 def _requirements(wheel: Path) -> list[str]:
@@ -105,7 +109,7 @@ def _purelib(venv: Path) -> Path:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     base = tmp_path_factory.mktemp("wheel")
     shutil.copytree(ROOT, base / "src", ignore=NOT_COPIED)
-    _pip("wheel", "-q", "--no-deps", "-w", str(base / "dist"), str(base / "src"))
+    build_log = _pip("wheel", "-v", "--no-deps", "-w", str(base / "dist"), str(base / "src"))
     wheel = next((base / "dist").glob("kiln-*.whl"))
     deps = _dependencies(_requirements(wheel))
     venv = base / "venv"
@@ -119,7 +123,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     work = base / "work"
     work.mkdir()
-    yield Installed(venv, wheel, work, env)
+    yield Installed(venv, wheel, work, env, build_log)
 
 
 def test_the_wheel_carries_every_template_and_image_file(installed: Installed) -> None:
@@ -131,6 +135,14 @@ def test_the_wheel_carries_every_template_and_image_file(installed: Installed) -
                 assert path.relative_to(ROOT).as_posix() in names, f"{path} is not in the wheel"
     assert "templates/custom/{{cookiecutter.id}}/.gitignore" in names
     assert "runtime/service.schema.json" in names
+
+
+def test_the_wheel_builds_without_setuptools_packaging_warnings(installed: Installed) -> None:
+    # The template folders hold no __init__.py: under `packages = find:` setuptools warned that
+    # it would stop shipping them ("Package 'templates.model' is absent from the `packages`
+    # configuration"); setup.cfg finds them as namespace packages instead.
+    assert "absent from the `packages` configuration" not in installed.build_log
+    assert "Package would be ignored" not in installed.build_log
 
 
 def test_kiln_comes_from_the_venv_not_the_checkout(installed: Installed) -> None:
