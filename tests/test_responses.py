@@ -94,3 +94,35 @@ def test_a_body_cut_short_is_a_client_disconnect() -> None:
                "wsgi.input_terminated": True, "wsgi.input": BytesIO(b'{"in')}
     with pytest.raises(ClientDisconnected):
         responses.JSONRequest(environ).get_data()
+
+
+def test_a_chunked_body_over_the_limit_is_refused_not_cut_short() -> None:
+    from io import BytesIO
+
+    from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+    from werkzeug.test import EnvironBuilder
+
+    def request(body: bytes, stream: Any = None) -> Any:
+        environ = {**EnvironBuilder(method="POST", data=body).get_environ(),
+                   "wsgi.input_terminated": True, "HTTP_TRANSFER_ENCODING": "chunked",
+                   "wsgi.input": stream or BytesIO(body)}
+        environ.pop("CONTENT_LENGTH", None)
+        made = responses.JSONRequest(environ)
+        made.max_content_length = 10
+        return made
+
+    assert request(b"0123456789").get_data() == b"0123456789"  # exactly the limit
+    over = request(b"0123456789x")
+    with pytest.raises(RequestEntityTooLarge):
+        over.get_data()
+    with pytest.raises(RequestEntityTooLarge):  # again, not what was left of the body
+        over.get_data()
+
+    class Broken(BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            raise OSError("Non-hex data")
+
+    broken = request(b"", Broken())
+    with pytest.raises(BadRequest, match="the request body could not be read: Non-hex data"):
+        broken.get_json(force=True)
+    assert broken.body_error is not None

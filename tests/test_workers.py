@@ -219,3 +219,33 @@ def test_the_gevent_worker_reads_headers_as_gunicorn_would(serve: Callable[..., 
     assert server.get(LIVE, headers={f"X-{i}": "v" for i in range(6)}).status_code == 200
     assert server.get(LIVE, headers={"X-Long": "v" * 280}).status_code == 200
     assert "/smuggled" not in server.output()
+
+
+@pytest.mark.parametrize("worker", ["sync", "gthread", "gevent"])
+def test_a_broken_or_oversized_chunked_body_answers_once_with_400_or_413(
+        serve: Callable[..., Server], worker: str) -> None:
+    """A chunked body the client broke is a 400 (not a 500 with gunicorn's parser error in the
+    log), answered once; one longer than MAX_CONTENT_LENGTH is a 413, not a body cut short."""
+    if worker == "gevent":
+        pytest.importorskip("gevent")
+    server = serve("basic", env={"GUNICORN_CMD_ARGS": f"--worker-class {worker} --workers 1",
+                                 "FLASK_MAX_CONTENT_LENGTH": "1000"})
+    head = (b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    part = b'{"input": [' + b"1, " * 200 + b"1]}"  # 609 bytes: valid JSON, twice is not
+    cases = {400: head + b"zz\r\n{}\r\n0\r\n\r\n",
+             413: head + (b"%x\r\n" % len(part) + part + b"\r\n") * 2 + b"0\r\n\r\n"}
+    for status, raw in cases.items():
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            sock.sendall(raw)
+            answer = b""
+            while chunk := sock.recv(65536):  # the server answers and closes
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 %d " % status), answer
+        assert answer.count(b"HTTP/1.1 ") == 1, answer
+        body = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert set(body) == {"error", "request_id"}, body
+        if status == 400:
+            assert body["error"].startswith("the request body could not be read"), body
+    assert server.post(PREDICT, json={"input": [1, 2]}).status_code == 200
+    assert "unhandled error" not in server.output(), server.output()

@@ -238,7 +238,9 @@ class Capture:
             req["query"] = clean_query(request.args)
         resp: dict[str, Any] = {"headers": clean_headers(response.headers)}
         if self.settings.bodies:
-            if response.status_code not in REFUSED:  # 413: answered without reading the body
+            # 413: answered without reading the body; a body the client broke is not read again.
+            if (response.status_code not in REFUSED
+                    and getattr(request, "body_error", None) is None):
                 # Protocol clients send JSON with no Content-Type.
                 req.update(body(request.get_data(cache=True),
                                 request.is_json or current.endpoint in PROTOCOL_ENDPOINTS))

@@ -9,6 +9,7 @@ from typing import IO, Any, TypeVar, cast
 
 from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException, RequestEntityTooLarge
 from werkzeug.utils import cached_property
 from werkzeug.wsgi import get_input_stream
@@ -37,30 +38,66 @@ class JSONProvider(DefaultJSONProvider):
         return DefaultJSONProvider.default(o)
 
 
+#: What a server's input raises on a body the client broke (a bad chunk size, a cut-off
+#: chunk, an early end): gunicorn's parser errors, gevent's OSError, a short read's ValueError.
+BODY_ERRORS = (OSError, ValueError, ParseException)
+#: Bytes asked of the server's input per read when the length is not known (chunked).
+READ_SIZE = 64 * 1024
+
+
 class JSONRequest(Request):
     """Flask's request, saying why a JSON body could not be parsed (Flask only does in debug).
 
-    Its `stream` reads a body of known length in one call when the server ends the input at
-    the Content-Length (gunicorn sets `wsgi.input_terminated`): werkzeug's LimitedStream reads
-    it in chunks, each through gunicorn's Python reader, then once more to find its end.
+    Its `stream` reads the body once, whole, when the server ends the input (gunicorn and
+    gevent set `wsgi.input_terminated`): one call for a known Content-Length, where werkzeug's
+    LimitedStream reads in chunks through gunicorn's Python reader and then once more to find
+    the end; a chunked body up to MAX_CONTENT_LENGTH and one byte more, so that a longer one
+    answers 413 (werkzeug's stream stops at the limit and hands on the body cut short). A body
+    the client broke answers 400, and so does every later read of it (the capture's).
     """
+
+    #: Why the body could not be read, raised again by every later read.
+    body_error: HTTPException | None = None
 
     @cached_property
     def stream(self) -> IO[bytes]:
         environ = self.environ
-        length = declared_length(environ)
         limit = self.max_content_length
-        if (self.shallow or length is None or "wsgi.input_terminated" not in environ
-                or "HTTP_TRANSFER_ENCODING" in environ
-                or (limit is not None and length > limit)):
+        if self.shallow or "wsgi.input_terminated" not in environ:
             return get_input_stream(environ, max_content_length=limit)
+        if self.body_error is not None:
+            raise self.body_error
         try:
-            data = environ["wsgi.input"].read(length) if length else b""
-        except (OSError, ValueError) as err:  # as LimitedStream's on_disconnect
-            raise ClientDisconnected() from err
-        if len(data) < length:
-            raise ClientDisconnected()
-        return io.BytesIO(data)
+            return io.BytesIO(self._read_body(environ, limit))
+        except HTTPException as err:
+            self.body_error = err
+            raise
+
+    @staticmethod
+    def _read_body(environ: dict[str, Any], limit: int | None) -> bytes:
+        length = None if "HTTP_TRANSFER_ENCODING" in environ else declared_length(environ)
+        if length is not None and limit is not None and length > limit:
+            raise RequestEntityTooLarge()
+        source = environ["wsgi.input"]
+        try:
+            if length is not None:
+                data = source.read(length) if length else b""
+                if len(data) < length:
+                    raise ClientDisconnected()
+                return cast(bytes, data)
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                chunk = source.read(READ_SIZE if limit is None else min(READ_SIZE,
+                                                                        limit + 1 - size))
+                if not chunk:
+                    return b"".join(chunks)
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    raise RequestEntityTooLarge()
+                chunks.append(chunk)
+        except BODY_ERRORS as err:
+            raise BadRequest(f"the request body could not be read: {err}") from err
 
     def on_json_loading_failed(self, e: ValueError | None) -> Any:
         if e is None:
@@ -133,9 +170,15 @@ def _size_limit(config: Mapping[str, Any], current: Current) -> Response | None:
 
 def _http_error(err: HTTPException) -> Response:
     if isinstance(err, RequestEntityTooLarge):  # a chunked body read past the limit
-        return error(413, "request body is larger than the limit (flask MAX_CONTENT_LENGTH)")
-    headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
-    return error(err.code or 500, err.description or err.name, headers)
+        answer = error(413, "request body is larger than the limit (flask MAX_CONTENT_LENGTH)")
+    else:
+        headers = {k: v for k, v in err.get_headers() if k.lower() != "content-type"}
+        answer = error(err.code or 500, err.description or err.name, headers)
+    if getattr(request, "body_error", None) is err:
+        # What is left of a body read in part cannot start the connection's next request:
+        # gevent's server closes on this header (gunicorn's workers close by themselves).
+        answer.headers["Connection"] = "close"
+    return answer
 
 
 def _unhandled(err: Exception) -> Response:
