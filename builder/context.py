@@ -85,6 +85,9 @@ def dockerignore(config: ServiceConfig) -> str:
 
 def write_context(config: ServiceConfig, options: BuildOptions, dest: Path) -> Context:
     """Write the build context of CONFIG's service into DEST (which must be empty or absent)."""
+    if dest.exists() and not dest.is_dir():
+        raise BuildError(f"{dest}: not a folder; --dockerfile-only writes into a new or empty "
+                         f"folder")
     if dest.exists() and any(dest.iterdir()):
         raise BuildError(f"{dest}: not empty; --dockerfile-only writes into a new or empty folder")
     if options.ca_bundle is not None and not Path(options.ca_bundle).is_file():

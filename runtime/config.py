@@ -537,6 +537,11 @@ def load_service(root: str | Path) -> ServiceConfig:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path}:{where}: invalid YAML: {problem}") from err
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at "
+                          f"offset {err.start}); save it as UTF-8") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read: {err.strerror or err}") from err
     present = frozenset(str(k) for k in data) if isinstance(data, dict) else frozenset()
     return ServiceConfig(root=root, values=parse_service(data, str(path)), present=present)
 

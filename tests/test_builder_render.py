@@ -185,6 +185,12 @@ def test_dockerfile_only(tmp_path: Path) -> None:
     again = CliRunner().invoke(cli, ["build", str(IMAGED), "--dockerfile-only", str(out)])
     assert again.exit_code == 1
     assert "not empty" in again.output
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    onto_a_file = CliRunner().invoke(cli, ["build", str(IMAGED), "--dockerfile-only", str(a_file)])
+    assert onto_a_file.exit_code == 1
+    assert onto_a_file.output.strip().splitlines() == [
+        f"Error: {a_file}: not a folder; --dockerfile-only writes into a new or empty folder"]
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -64,6 +64,19 @@ def test_bad_service_yaml_stops_every_command_with_one_line(tmp_path: Path, text
     assert message in lines[0]
 
 
+@pytest.mark.parametrize("command", [["serve"], ["specs"], ["lock"], ["build", "--dockerfile-only"]])
+def test_a_service_yaml_not_in_utf8_stops_with_one_line(tmp_path: Path, command: list[str]):
+    (tmp_path / "service.yaml").write_bytes("id: caf\u00e9\n".encode("latin-1"))
+    args = [command[0], str(tmp_path), *command[1:]]
+    if command[0] == "build":
+        args.append(str(tmp_path / "context"))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        (f"Error: {tmp_path / 'service.yaml'}: not UTF-8 text (byte 0xe9 at offset 7); "
+         "save it as UTF-8")], result.output
+
+
 def test_missing_service_yaml(tmp_path: Path):
     result = CliRunner().invoke(cli, ["serve", str(tmp_path)])
     assert result.exit_code == 1
