@@ -115,6 +115,22 @@ def test_rows_spread_into_predict_and_bad_rows_fail_alone(tmp_path: Path) -> Non
     assert [r["request_id"] for r in rows] == [f"{batch_id}-{n}" for n in range(1, 11)]
 
 
+def test_a_csv_row_not_as_wide_as_the_header_fails_alone_and_keeps_the_columns(
+        tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("a,b\n1,2\n1,2,3\n4\n5,6\n")
+    out = tmp_path / "out.csv"
+    done = kiln_batch(ROWS, "--input", source, "--output", out)
+    assert done.returncode == 1, done.stderr
+    with out.open(newline="") as file:
+        lines = list(csv.reader(file))
+    assert lines[0] == ["a", "b", "prediction", "error", "request_id"]
+    assert all(len(line) == 5 for line in lines), lines
+    assert [line[:4] for line in lines[1:]] == [
+        ["1", "2", "3", ""], ["1", "2", "", "3 values, the header has 2 columns"],
+        ["4", "", "", "1 value, the header has 2 columns"], ["5", "6", "11", ""]]
+
+
 def test_predict_input_columns_predict_batch_chunks_and_capture(tmp_path: Path) -> None:
     lines = [{"id": n, "x": float(n), "weight": 2} for n in range(1, 10)]
     lines[5]["x"] = -1.0  # fails predict_batch for its chunk (rows 5-8): retried row by row

@@ -162,7 +162,14 @@ class Runner:
         args: list[Any] = [None] * count
         predictions: list[Any] = [None] * count
         errors: list[tuple[str, int] | None] = [None] * count
+        width = len(self.job.columns or ()) if self.job.in_kind == "csv" else None
         for i, raw in enumerate(rows):
+            if width is not None and len(raw) != width:
+                # Its cells would sit under the wrong columns of the output: keep the header's.
+                records[i] = [*raw, *[""] * width][:width]
+                plural = "" if len(raw) == 1 else "s"
+                errors[i] = (f"{len(raw)} value{plural}, the header has {width} columns", 400)
+                continue
             try:
                 records[i], givens[i] = self.decode(raw)
             except ValueError as err:  # a JSON Lines line that is not JSON
