@@ -5,10 +5,12 @@ so a SIGHUP loads new code in fresh workers.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import select
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +19,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from runtime.errors import KilnError
+from runtime.errors import ConfigError, KilnError
 from runtime.serving.settings import announce_cmd_args, env_options, options
 
 
@@ -158,6 +160,25 @@ def _waiting(worker: Any) -> bool:
     return bool(readable)
 
 
+def check_bind(bind: str | list[str]) -> None:
+    """Refuse in one line an address no listener can take (gunicorn would retry it for 5 s,
+    logging each try, then stop): a port another process has, a host that is not here."""
+    for address in [bind] if isinstance(bind, str) else bind:
+        host, colon, port = address.rpartition(":")
+        if address.startswith(("unix:", "fd://")) or not colon or not port.isdigit():
+            continue  # gunicorn's own forms and errors
+        try:
+            family, kind, proto, _, where = socket.getaddrinfo(
+                host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn
+                probe.bind(where)
+        except OSError as err:  # socket.gaierror too
+            hint = "; another process listens there: choose another with --port" if (
+                err.errno == errno.EADDRINUSE) else ""
+            raise ConfigError(f"cannot listen on {address}: {err.strerror or err}{hint}") from err
+
+
 def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,
           hooks: dict[str, Callable[..., Any]] | None = None) -> None:
     """Check the service's settings, then run gunicorn in the foreground until it stops."""
@@ -173,4 +194,5 @@ def serve(root: str | Path, host: str = "127.0.0.1", port: int = 8080,
     flask_config(config)  # so does an unusable FLASK_* value
     settings = options(config, host, port)
     settings.update(logs.gunicorn_settings())
+    check_bind(settings["bind"])
     ServiceApplication(root, settings, merge_hooks(metrics.server_hooks(), hooks or {})).run()

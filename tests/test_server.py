@@ -205,3 +205,28 @@ def test_stop_is_clean(serve):
 def test_served_from_another_directory(serve, tmp_path):
     server = serve(Path("tests/services/basic").resolve())
     assert server.post(PREDICT, json={"input": 1}).status_code == 200
+
+
+def test_a_port_in_use_or_a_host_not_here_stops_serve_at_once_with_one_line() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.support import ROOT, SERVICES
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        in_use = (f"cannot listen on 127.0.0.1:{port}: Address already in use; another "
+                  "process listens there: choose another with --port")
+        not_here = f"cannot listen on no-such-host.invalid:{port}: "
+        for host, message in [("127.0.0.1", in_use), ("no-such-host.invalid", not_here)]:
+            done = subprocess.run([sys.executable, "-m", "runtime.cli", "serve",
+                                   str(SERVICES / "basic"), "--host", host, "--port", str(port)],
+                                  cwd=ROOT, capture_output=True, text=True, timeout=60,
+                                  check=False)
+            assert done.returncode == 1, done.stderr
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"Error: {message}"), done.stderr
+            assert "gunicorn" not in done.stdout, done.stdout  # it never started
