@@ -1,6 +1,7 @@
 """The `scaffold` command: `scaffold new-service NAME`, the same as `kiln new-service NAME`."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,8 +15,16 @@ from scaffold.new import TEMPLATES, new_service, parse_variables
 def _ask(key: str, default: str, choices: tuple[str, ...] | None) -> str:
     """One interactive question on the terminal (or on standard input)."""
     kind = click.Choice(choices) if choices else click.STRING
-    return str(click.prompt(key.capitalize(), default=default, type=kind,
-                            show_choices=bool(choices)))
+    try:
+        return str(click.prompt(key.capitalize(), default=default, type=kind,
+                                show_choices=bool(choices)))
+    except click.Abort:
+        if sys.stdin.isatty():
+            raise  # Ctrl-C at the terminal
+        click.echo()  # end the question's line
+        raise click.ClickException(f"no answer for {key}: standard input ended (it is not a "
+                                   f"terminal); pass --no-input to take the defaults, with "
+                                   f"KEY=VALUE pairs to set values") from None
 
 
 @click.command("new-service", context_settings={"help_option_names": ["-h", "--help"]})

@@ -152,6 +152,17 @@ def test_interactive_mode_asks_with_defaults(tmp_path: Path) -> None:
         "Add numbers", "Adds two numbers.", "cpu", "small")
 
 
+def test_interactive_mode_without_a_terminal_says_to_pass_no_input(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "runtime.cli", "new-service", "add-numbers",
+                           "-o", str(tmp_path)], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, env=checkout_env(), timeout=60, check=False)
+    assert done.returncode == 1, done
+    assert done.stderr.strip().splitlines() == [
+        ("Error: no answer for title: standard input ended (it is not a terminal); pass "
+         "--no-input to take the defaults, with KEY=VALUE pairs to set values")], done.stderr
+    assert not (tmp_path / "add-numbers").exists()
+
+
 def test_interactive_mode_takes_the_answers(tmp_path: Path) -> None:
     # A wrong choice is asked again; a gpu target proposes the gpu size.
     result = new("pricer", "-o", str(tmp_path), "--template", "model",
