@@ -167,6 +167,13 @@ def test_protocol_errors(typed: Any, path: str, body: Any, status: int, message:
         assert len(calls) == before  # refused before predict
 
 
+def test_v1_predict_asked_with_get_is_405_not_an_unknown_model(typed: Any) -> None:
+    answer = typed.test_client().get("/v1/models/typed:predict")
+    assert answer.status_code == 405, answer.get_json()
+    assert answer.headers["Allow"] == "POST"
+    assert set(answer.get_json()) == {"error", "request_id"}
+
+
 def test_protocol_bodies_are_json_whatever_the_content_type(typed: Any) -> None:
     client = typed.test_client()
     for headers in ({}, {"Content-Type": "text/plain"}, {"Content-Type": "application/json"}):

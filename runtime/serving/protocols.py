@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from flask import Blueprint, Flask, Response, current_app, request
+from werkzeug.exceptions import MethodNotAllowed
 
 from runtime import __version__
 from runtime.serving.contract import Contract, InputError
@@ -390,6 +391,8 @@ def _wanted(body: dict[str, Any]) -> list[str] | None:
                              ("404", NOT_FOUND), ("503", NOT_READY),
                              parameters=_parameters(app)))
 def v1_model(model_name: str) -> Any:
+    if model_name.endswith(":predict"):  # the predict route asked with GET (ids have no ':')
+        raise MethodNotAllowed(valid_methods=["POST"])
     return _model_ready(model_name)
 
 
