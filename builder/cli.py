@@ -5,6 +5,7 @@ group inside an image (where only the runtime is installed) simply goes without 
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,20 @@ import click
 from builder.dockerfile import PORT, TARGETS, BuildOptions
 
 DEFAULT_OUT = "kiln-context"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+#: An image reference as Docker and Kubernetes read it: [host[:port]/]path[:tag][@digest].
+REFERENCE = re.compile(rf"(?:{_DOMAIN}(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+                       r"(?::[\w][\w.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z]"
+                       r"[A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?")
+
+
+def image_reference(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse an option value that is not an image reference, before anything is written."""
+    if value is not None and not REFERENCE.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not an image reference, e.g. python:3.11-slim "
+                                 f"or registry.example:5000/team/name:1.0")
+    return value
 
 
 def add_commands(group: click.Group, user_errors: Callable[[Any], Any]) -> None:
@@ -23,8 +38,9 @@ def add_commands(group: click.Group, user_errors: Callable[[Any], Any]) -> None:
     @click.argument("directory", required=False, default=".",
                     type=click.Path(file_okay=False, path_type=Path))
     @click.option("--target", type=click.Choice(TARGETS), help="Image target [service.yaml target].")
-    @click.option("--tag", "-t", help="Image tag [<id>:<version>, -gpu appended for gpu].")
-    @click.option("--base-image", metavar="IMG",
+    @click.option("--tag", "-t", callback=image_reference,
+                  help="Image tag [<id>:<version>, -gpu appended for gpu].")
+    @click.option("--base-image", metavar="IMG", callback=image_reference,
                   help="FROM image [python:<python>-slim for cpu, the CUDA image for gpu].")
     @click.option("--index-url", metavar="URL",
                   help="pip index for the packages; used in the builder stage only.")
@@ -131,7 +147,7 @@ def add_deploy_commands(group: click.Group, user_errors: Callable[[Any], Any]) -
                   type=click.Choice(["kubernetes", "knative"]),
                   help="kubernetes: Deployment, Service, HPA and PDB; knative: a "
                        "serving.knative.dev/v1 Service.")
-    @click.option("--image", metavar="REF",
+    @click.option("--image", metavar="REF", callback=image_reference,
                   help="Image to run [deploy.registry/<id>:<version>], e.g. kiln push's "
                        "reference with its digest.")
     @click.option("--canary", type=int, metavar="PERCENT",

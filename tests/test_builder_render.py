@@ -197,12 +197,29 @@ def test_dockerfile_only(tmp_path: Path) -> None:
     (["--target", "arm"], "'arm' is not one of 'cpu', 'gpu'"),
     (["--ca-bundle", "/no/such/ca.pem", "--dockerfile-only", "{out}"],
      "--ca-bundle: /no/such/ca.pem: not a file"),
+    (["--tag", "BAD TAG::", "--dockerfile-only", "{out}"],
+     "'BAD TAG::' is not an image reference"),
+    (["--base-image", "bad image!!", "--dockerfile-only", "{out}"],
+     "'bad image!!' is not an image reference"),
 ])
 def test_build_refuses_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
     args = [a.format(out=tmp_path / "out") for a in args]
     result = CliRunner().invoke(cli, ["build", str(IMAGED), *args])
     assert result.exit_code != 0
     assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_deploy_refuses_an_image_that_is_not_a_reference(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["deploy", str(IMAGED), "--image", "BAD IMAGE::",
+                                      "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "'BAD IMAGE::' is not an image reference" in result.output
+    assert not (tmp_path / "out").exists()
+    good = CliRunner().invoke(cli, ["deploy", str(IMAGED), "-o", str(tmp_path / "out"),
+                                    "--image", "127.0.0.1:5000/team/imaged@sha256:" + "0" * 64])
+    assert good.exit_code == 0, good.output
 
 
 def test_build_refuses_a_bad_service_yaml_before_building(tmp_path: Path) -> None:
