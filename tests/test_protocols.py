@@ -49,6 +49,13 @@ def test_tensor_rows(tensor: dict[str, Any], rows: list[Any]) -> None:
     assert tensors.tensor_rows(tensor, "x") == rows
 
 
+def test_integer_tensors_take_their_whole_range() -> None:
+    for kind, least, greatest in [("INT8", -128, 127), ("UINT8", 0, 255),
+                                  ("INT64", -(2 ** 63), 2 ** 63 - 1), ("UINT64", 0, 2 ** 64 - 1)]:
+        assert tensors.tensor_rows({"shape": [2], "datatype": kind, "data": [least, greatest]},
+                                   "x") == [least, greatest]
+
+
 @pytest.mark.parametrize(("tensor", "problem"), [
     ({"shape": [3], "datatype": "INT64", "data": [1, 2]}, "shape [3] holds 3 values, data has 2"),
     ({"shape": [], "datatype": "INT64", "data": [1]}, "shape must be a list of sizes"),
@@ -56,6 +63,9 @@ def test_tensor_rows(tensor: dict[str, Any], rows: list[Any]) -> None:
     ({"shape": [1], "datatype": "INT128", "data": [1]}, "datatype 'INT128' is not one of"),
     ({"shape": [1], "datatype": "INT64", "data": [1.5]}, "1.5 is not a INT64 value"),
     ({"shape": [1], "datatype": "FP32", "data": [True]}, "true is not a FP32 value"),
+    ({"shape": [1], "datatype": "UINT8", "data": [300]}, "300 is not a UINT8 value"),
+    ({"shape": [1], "datatype": "UINT32", "data": [-1]}, "-1 is not a UINT32 value"),
+    ({"shape": [1], "datatype": "INT64", "data": [2 ** 63]}, f"{2 ** 63} is not a INT64 value"),
     ({"shape": [1], "datatype": "BYTES", "data": [1]}, "1 is not a BYTES value"),
     ({"shape": [1], "datatype": "FP32"}, "has no data"),
     ({"shape": [1] * 40, "datatype": "FP32", "data": [1]}, "at most 32 dimensions"),

@@ -22,6 +22,15 @@ CODES = {"BOOL": "?", "UINT8": "B", "UINT16": "H", "UINT32": "I", "UINT64": "Q",
 DATATYPES = (*CODES, "BYTES")
 INTEGERS = frozenset(k for k in CODES if "INT" in k)
 FLOATS = frozenset(("FP16", "FP32", "FP64"))
+
+
+def _range(kind: str) -> tuple[int, int]:
+    bits = 8 * struct.calcsize(CODES[kind])
+    return (0, 2 ** bits - 1) if kind.startswith("U") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+#: The values each integer datatype holds: (least, greatest).
+RANGES = {kind: _range(kind) for kind in INTEGERS}
 #: The most dimensions a tensor may have (nested lists this deep, at most).
 MAX_DIMS = 32
 #: The name of the one output tensor when predictions are not objects.
@@ -158,7 +167,9 @@ def _checked(values: list[Any], kind: str, name: str) -> list[Any]:
         if kind == "BOOL":
             good = isinstance(value, bool)
         elif kind in INTEGERS:
-            good = isinstance(value, int) and not isinstance(value, bool)
+            least, greatest = RANGES[kind]
+            good = (isinstance(value, int) and not isinstance(value, bool)
+                    and least <= value <= greatest)
         elif kind in FLOATS:
             good = isinstance(value, (int, float)) and not isinstance(value, bool)
         else:
