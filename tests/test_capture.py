@@ -218,6 +218,19 @@ def test_export_needs_capture(tmp_path: Path) -> None:
     assert "service.yaml: capture: not set, so nothing was captured" in result.output
 
 
+def test_export_refuses_a_folder_that_holds_no_captures(tmp_path: Path) -> None:
+    keep = tmp_path / "keep.csv"
+    keep.write_text("mine\n")
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "empty"), "--since", str(TODAY),
+                                      "-o", str(keep)])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"Error: {tmp_path / 'empty'}: neither a service folder "
+                                     "(no service.yaml) nor a capture folder (no "
+                                     "year=/month=/day= folders under it)")
+    assert keep.read_text() == "mine\n"
+
+
 def test_capture_under_load_from_two_workers(tmp_path: Path,
                                              serve: Callable[..., Server]) -> None:
     root = copy_service(tmp_path)

@@ -35,6 +35,9 @@ def capture_root(directory: Path) -> Path:
         return settings.root.parent
     if not directory.is_dir():
         raise ExportError(f"{directory}: not a folder")
+    if next(directory.rglob("day=*"), None) is None:
+        raise ExportError(f"{directory}: neither a service folder (no {SERVICE_FILE}) nor a "
+                          f"capture folder (no year=/month=/day= folders under it)")
     return directory
 
 
