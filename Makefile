@@ -8,6 +8,7 @@ LINT_STAMP := $(VENV)/.kiln-lint
 # The supported Pythons are $(PYTHON)'s (the main suite) and these (the matrix), no others.
 MATRIX_PYTHONS ?= 3.10 3.12 3.13
 MATRIX_STAMPS := $(MATRIX_PYTHONS:%=.venv-%/.kiln-installed)
+MATRIX_WHEEL := build/matrix-wheel/.built
 LATEST := .venv-latest
 LATEST_VERSIONS = $(LATEST)/bin/python -c 'import platform; from importlib.metadata import version; \
 	print("test-latest: $(1): Python " + platform.python_version() + ", " \
@@ -20,7 +21,7 @@ DEMO_NAME ?= add-numbers
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: demo test test-matrix test-latest system-deps base-images lint clean
+.PHONY: demo test test-matrix matrix-venvs test-latest system-deps base-images lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,9 +33,20 @@ $(LINT_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[test,lint]'
 	@touch $@
 
-.venv-%/.kiln-installed: setup.cfg pyproject.toml $(PACKAGE_FILES)
-	bash tests/infra/venv.sh $* $(@D) matrix
+# kiln's wheel, built once for every matrix venv: pip builds a source folder in place
+# (build/, kiln.egg-info), so the venvs, made side by side, install this file instead.
+$(MATRIX_WHEEL): setup.cfg pyproject.toml $(PACKAGE_FILES) | $(STAMP)
+	rm -rf $(@D)
+	$(PY) -m pip wheel -q --no-deps -w $(@D) .
 	@touch $@
+
+.venv-%/.kiln-installed: $(MATRIX_WHEEL)
+	KILN_WHEEL=$$(ls $(<D)/kiln-*.whl) bash tests/infra/venv.sh $* $(@D) matrix
+	@touch $@
+
+# The matrix venvs side by side: each is mostly pip's own work, on one CPU.
+matrix-venvs: $(MATRIX_WHEEL)
+	$(MAKE) --no-print-directory -j3 $(MATRIX_STAMPS)
 
 ## demo: install into .venv, scaffold an example service and serve it on $(HOST):$(PORT)
 demo: $(STAMP)
@@ -50,12 +62,12 @@ base-images: system-deps
 	bash tests/infra/base-images.sh
 
 ## test: install what the tests need, Docker engine included, and run them; then the matrix
-test: $(STAMP) system-deps $(MATRIX_STAMPS)
+test: $(STAMP) system-deps matrix-venvs
 	$(PY) -m pytest $(PYTEST_ARGS)
 	bash tests/infra/matrix.sh $(MATRIX_PYTHONS)
 
 ## test-matrix: under each of MATRIX_PYTHONS, the in-process tests and a serve-predict-docs smoke
-test-matrix: $(MATRIX_STAMPS)
+test-matrix: matrix-venvs
 	bash tests/infra/matrix.sh $(MATRIX_PYTHONS)
 
 ## test-latest: the non-docker, non-slow tests and the smoke against the newest flask, werkzeug

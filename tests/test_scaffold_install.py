@@ -3,7 +3,7 @@
 The wheel is built from a copy of this checkout and installed with pip's defaults (so pip
 byte-compiles the templates, as it does for users). Its dependencies come from a folder
 built once with `pip install --target` from the wheel's own requirements and reused across
-runs (.cache/test-deps/<hash>), put on the venv's path by a .pth file: kiln itself is the
+runs (~/.cache/kiln/test-deps/<hash>), put on the venv's path by a .pth file: kiln itself is the
 only thing installed into the venv.
 """
 from __future__ import annotations
@@ -86,7 +86,10 @@ def _requirements(wheel: Path) -> list[str]:
 def _dependencies(requirements: list[str]) -> Path:
     """A folder holding REQUIREMENTS, built once per set of requirements and Python version."""
     key = hashlib.sha256("\n".join([sys.version, *requirements]).encode()).hexdigest()[:16]
-    folder = ROOT / ".cache" / "test-deps" / key
+    # Shared by every checkout on the machine (a fresh clone's first run fills it, as the
+    # base images' rootfs cache in tests/infra/base-images.sh): the key is all it depends on.
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kiln" / \
+        "test-deps" / key
     if not folder.is_dir():
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(str(folder) + f".{os.getpid()}.tmp")

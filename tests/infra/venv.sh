@@ -2,6 +2,7 @@
 # Make or refresh a virtual environment with one Python and kiln installed into it non-editable,
 # as a user's `pip install .` does, with an extra of tests (EXTRA, default test):
 #   bash tests/infra/venv.sh 3.12 .venv-3.12 matrix
+#   KILN_WHEEL=build/matrix-wheel/kiln-0.1.0-py3-none-any.whl bash tests/infra/venv.sh ...
 # The interpreter is pyenv's newest 3.12.x, else python3.12 on PATH; none is an error, since a
 # supported Python is one that `make test` runs. pip's output goes to DIR/install.log and is
 # shown only when the install fails.
@@ -43,4 +44,5 @@ pip() {
 
 : >"$dir/install.log"
 pip install --upgrade pip
-pip install ".[$extra]"
+# KILN_WHEEL: a wheel of this checkout built once (the Makefile's matrix), else the folder.
+pip install "${KILN_WHEEL:-.}[$extra]"
