@@ -32,6 +32,12 @@ def test_service_url(url: str | None, env: dict[str, str], expected: str) -> Non
     assert service_url("add-numbers", url, env) == expected
 
 
+def test_an_id_that_is_not_a_service_id_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"'Bad ID' is not a service id"):
+        service_url("Bad ID", None, {"KILN_GATEWAY_URL": "http://127.0.0.1:1"})
+    assert service_url("Bad ID", "http://127.0.0.1:1/", {}) == "http://127.0.0.1:1"
+
+
 def test_no_url_says_what_to_set() -> None:
     with pytest.raises(ConfigError, match="set KILN_SERVICE_URL_ADD_NUMBERS or KILN_GATEWAY_URL"):
         service_url("add-numbers", None, {})
