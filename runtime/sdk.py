@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -25,7 +24,7 @@ from typing import Any
 import requests
 from requests_aws4auth import AWS4Auth
 
-from runtime.config import ID_PATTERN
+from runtime.config import ID_RULE, check_id
 from runtime.errors import ConfigError, KilnError
 
 log = logging.getLogger("kiln.sdk")
@@ -79,10 +78,9 @@ def service_url(service_id: str, url: str | None = None,
     environ = os.environ if environ is None else environ
     if url:
         return url.rstrip("/")
-    if not re.fullmatch(ID_PATTERN, service_id):
-        raise ConfigError(f"{service_id!r} is not a service id (service.yaml id: a-z, 0-9 and "
-                          f"'-', starting with a letter); pass the id, or url= (kiln invoke "
-                          f"--url)")
+    if check_id(service_id):
+        raise ConfigError(f"{service_id!r} is not a service id ({ID_RULE}); pass service.yaml's "
+                          f"id, or url= (kiln invoke --url)")
     own = "KILN_SERVICE_URL_" + service_id.upper().replace("-", "_")
     if environ.get(own):
         return environ[own].rstrip("/")
